@@ -1,0 +1,35 @@
+"""Run the background worker until SIGTERM or SIGINT."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+from typing import Any
+
+from django.conf import settings
+from django.core.management.base import BaseCommand
+
+from cashback.worker import run_forever
+
+logger = logging.getLogger("cashback.worker")
+
+
+class Command(BaseCommand):
+    help = "Send queued and due purchases, expire leases, fail expired retries, deliver webhooks."
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        stop = threading.Event()
+
+        def request_stop(signum: int, frame: Any) -> None:
+            logger.info("stopping after the calls in flight", extra={"signal": signum})
+            stop.set()
+
+        signal.signal(signal.SIGTERM, request_stop)
+        signal.signal(signal.SIGINT, request_stop)
+        mode = "sandbox" if settings.CASHBACK_SANDBOX else "live"
+        logger.info(
+            "worker started", extra={"threads": settings.CASHBACK_WORKER_THREADS, "upstream": mode}
+        )
+        run_forever(stop)
+        logger.info("worker stopped")

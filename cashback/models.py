@@ -1,0 +1,229 @@
+"""Purchases reported by merchants, every upstream attempt, and merchant webhook deliveries.
+
+The purchase row is the queue: its status, lease and next attempt time are the whole state
+of its delivery upstream, so any number of workers can share it.
+"""
+
+from __future__ import annotations
+
+import uuid
+from decimal import Decimal
+
+from django.conf import settings
+from django.db import models
+from django.db.models import Q
+from django.utils import timezone
+
+from gateway.money import Currency, from_minor
+from merchants.models import Merchant
+
+
+class Status(models.TextChoices):
+    QUEUED = "queued", "Queued"
+    SENDING = "sending", "Sending"
+    SENT = "sent", "Sent"
+    REJECTED = "rejected", "Rejected"
+    PENDING = "pending", "Pending retry"
+    UNKNOWN = "unknown", "Unknown: reconcile"
+    FAILED = "failed", "Failed"
+
+
+FINAL_STATUSES = (Status.SENT, Status.REJECTED, Status.FAILED)
+OPEN_STATUSES = (Status.QUEUED, Status.SENDING, Status.PENDING, Status.UNKNOWN)
+
+
+class Hold(models.TextChoices):
+    """Where the purchase's partner-funded reservation stands in the ledger."""
+
+    NONE = "none", "Nothing reserved"
+    HELD = "held", "Held"
+    CAPTURED = "captured", "Captured"
+    RELEASED = "released", "Released"
+
+
+class Purchase(models.Model):
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    merchant = models.ForeignKey(Merchant, on_delete=models.PROTECT, related_name="purchases")
+    order_id = models.CharField(max_length=128)
+    customer = models.CharField(max_length=255)
+    description = models.CharField(max_length=1000, blank=True, default="")
+    address = models.CharField(max_length=254)
+    currency = models.CharField(max_length=5, choices=Currency.choices)
+    amount_minor = models.BigIntegerField(help_text="currency_amount in minor units")
+    requested_percentage = models.DecimalField(max_digits=5, decimal_places=2)
+    percentage = models.DecimalField(
+        max_digits=5, decimal_places=2, help_text="The partner percentage sent upstream."
+    )
+    purchase_unit = models.CharField(max_length=44, null=True, blank=True)
+
+    status = models.CharField(max_length=8, choices=Status.choices, default=Status.QUEUED)
+    cashback_amount = models.BigIntegerField(null=True, blank=True, help_text="bytes")
+    unit = models.CharField(max_length=44, null=True, blank=True)
+    error = models.CharField(max_length=1000, null=True, blank=True)
+    attempts = models.PositiveIntegerField(default=0)
+
+    # The partner-funded cost, in minor units of `currency`, and where its hold stands.
+    reserved_minor = models.BigIntegerField(default=0)
+    hold = models.CharField(max_length=8, choices=Hold.choices, default=Hold.NONE)
+
+    lease_until = models.DateTimeField(null=True, blank=True)
+    # When the worker may take it: `queued` after a grace period, `pending` after a backoff.
+    next_attempt_at = models.DateTimeField(null=True, blank=True)
+    # Past this, a `pending` purchase is `failed` (24 h from creation or from an admin retry).
+    retry_deadline = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(default=timezone.now, db_index=True)
+    updated_at = models.DateTimeField(default=timezone.now)
+    sent_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["merchant", "order_id"], name="purchase_order_id_unique"
+            ),
+            models.UniqueConstraint(
+                fields=["merchant", "purchase_unit"],
+                condition=Q(purchase_unit__isnull=False),
+                name="purchase_unit_unique",
+            ),
+            models.CheckConstraint(
+                condition=Q(amount_minor__gt=0), name="purchase_amount_positive"
+            ),
+            models.CheckConstraint(
+                condition=Q(reserved_minor__gte=0), name="purchase_reserved_not_negative"
+            ),
+        ]
+        indexes = [
+            # The merchant's list, newest first, and its status filter.
+            models.Index(fields=["merchant", "-created_at", "-id"], name="purchase_by_merchant"),
+            # The worker's due rows: only open purchases are indexed.
+            models.Index(
+                fields=["status", "next_attempt_at"],
+                condition=Q(status__in=["queued", "sending", "pending"]),
+                name="purchase_due",
+            ),
+            models.Index(
+                fields=["status", "created_at"],
+                condition=Q(status__in=["unknown", "pending"]),
+                name="purchase_needs_attention",
+            ),
+        ]
+        permissions = [("export_payouts", "Can export payout reports and see the dashboard")]
+
+    def __str__(self) -> str:
+        return f"{self.order_id} ({self.merchant_id})"
+
+    @property
+    def currency_amount(self) -> Decimal:
+        return from_minor(self.amount_minor, self.currency)
+
+    @property
+    def reserved_amount(self) -> Decimal:
+        return from_minor(self.reserved_minor, self.currency)
+
+    @property
+    def is_final(self) -> bool:
+        return self.status in FINAL_STATUSES
+
+
+class Outcome(models.TextChoices):
+    """How one upstream attempt ended, as the client classified it."""
+
+    OK = "ok", "ok"
+    REJECTED = "rejected", "rejected by upstream"
+    NOT_SENT = "not_sent", "surely not taken effect"
+    AUTH_FAILED = "auth_failed", "authentication failed"
+    AMBIGUOUS = "ambiguous", "may have taken effect"
+
+
+class Attempt(models.Model):
+    """One upstream call for a purchase. Never holds the partner key."""
+
+    purchase = models.ForeignKey(Purchase, on_delete=models.CASCADE, related_name="attempt_log")
+    number = models.PositiveIntegerField()
+    started_at = models.DateTimeField()
+    duration_ms = models.PositiveIntegerField()
+    http_status = models.PositiveSmallIntegerField(null=True, blank=True)
+    outcome = models.CharField(max_length=12, choices=Outcome.choices)
+    error = models.CharField(max_length=1000, blank=True, default="")
+    worker = models.CharField(max_length=100, blank=True, default="")
+
+    class Meta:
+        ordering = ["purchase", "number"]
+
+    def __str__(self) -> str:
+        return f"attempt {self.number}: {self.outcome}"
+
+
+class PurchaseAction(models.Model):
+    """An admin's action on a purchase: who, when, what, and the status before and after."""
+
+    purchase = models.ForeignKey(Purchase, on_delete=models.CASCADE, related_name="actions")
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, on_delete=models.PROTECT, related_name="+"
+    )
+    action = models.CharField(max_length=20)
+    status_before = models.CharField(max_length=8, choices=Status.choices)
+    status_after = models.CharField(max_length=8, choices=Status.choices)
+    note = models.CharField(max_length=500, blank=True, default="")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"{self.action} by {self.user}"
+
+
+class Alert(models.Model):
+    """A condition an admin must see, such as upstream refusing the partner credentials."""
+
+    class Kind(models.TextChoices):
+        AUTH_FAILED = "auth_failed", "Upstream refused the partner credentials"
+
+    kind = models.CharField(max_length=20, choices=Kind.choices, unique=True)
+    message = models.CharField(max_length=500)
+    first_seen = models.DateTimeField()
+    last_seen = models.DateTimeField()
+    count = models.PositiveIntegerField(default=1)
+    resolved_at = models.DateTimeField(null=True, blank=True)
+
+    def __str__(self) -> str:
+        return self.get_kind_display()
+
+
+class WebhookDelivery(models.Model):
+    """A merchant webhook to deliver: written with the status change, sent by the worker."""
+
+    class State(models.TextChoices):
+        PENDING = "pending", "Pending"
+        DELIVERING = "delivering", "Delivering"
+        DELIVERED = "delivered", "Delivered"
+        FAILED = "failed", "Failed"
+
+    purchase = models.ForeignKey(Purchase, on_delete=models.CASCADE, related_name="webhooks")
+    merchant = models.ForeignKey(Merchant, on_delete=models.CASCADE, related_name="webhooks")
+    event = models.CharField(max_length=40)
+    payload = models.JSONField()
+    state = models.CharField(max_length=10, choices=State.choices, default=State.PENDING)
+    attempts = models.PositiveIntegerField(default=0)
+    next_attempt_at = models.DateTimeField()
+    lease_until = models.DateTimeField(null=True, blank=True)
+    last_status = models.PositiveSmallIntegerField(null=True, blank=True)
+    last_error = models.CharField(max_length=500, blank=True, default="")
+    created_at = models.DateTimeField(auto_now_add=True)
+    delivered_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        verbose_name_plural = "webhook deliveries"
+        indexes = [
+            models.Index(
+                fields=["state", "next_attempt_at"],
+                condition=Q(state__in=["pending", "delivering"]),
+                name="webhook_due",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.event} → {self.merchant_id}"

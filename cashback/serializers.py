@@ -1,0 +1,201 @@
+"""Input validation and the purchase resource of the merchant REST API."""
+
+from __future__ import annotations
+
+import unicodedata
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any
+
+from django.core.exceptions import ValidationError as DjangoValidationError
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import extend_schema_field
+from rest_framework import serializers
+
+from cashback.models import Purchase, Status
+from cashback.services import PurchaseInput
+from cashback.validators import is_valid_unit, normalize_address
+from gateway.money import (
+    AmountError,
+    Currency,
+    check_amount,
+    format_plain,
+    parse_decimal,
+    percent_to_hundredths,
+    to_minor,
+)
+
+
+def _no_control_characters(value: str) -> None:
+    if any(
+        unicodedata.category(c)[0] == "C" or unicodedata.category(c) in ("Zl", "Zp") for c in value
+    ):
+        raise serializers.ValidationError("Must not contain control characters.")
+
+
+@extend_schema_field(OpenApiTypes.DECIMAL)
+class ExactDecimalField(serializers.Field):
+    """A decimal given as a JSON number or a string, parsed without float."""
+
+    default_error_messages = {"invalid": "Must be a decimal number, as a string or a number."}
+
+    def to_internal_value(self, data: Any) -> Decimal:
+        try:
+            return parse_decimal(data)
+        except AmountError as exc:
+            raise serializers.ValidationError(str(exc)) from None
+
+    def to_representation(self, value: Decimal) -> str:
+        return format_plain(value)
+
+
+class PurchaseRequestSerializer(serializers.Serializer):
+    """A paid purchase, as a merchant integration reports it."""
+
+    customer = serializers.CharField(
+        min_length=1,
+        max_length=255,
+        trim_whitespace=False,
+        help_text="Any id of the customer; the same customer always sends the same value.",
+    )
+    order_id = serializers.CharField(
+        min_length=1,
+        max_length=128,
+        trim_whitespace=False,
+        validators=[_no_control_characters],
+        help_text="Unique per merchant; a repeat with the same fields is answered idempotently.",
+    )
+    description = serializers.CharField(
+        max_length=1000, required=False, allow_blank=True, trim_whitespace=False, default=""
+    )
+    address = serializers.CharField(
+        max_length=300,
+        help_text="An Obyte address (an `obyte:` or `byteball:` prefix is stripped) or an email address.",
+    )
+    currency = serializers.ChoiceField(choices=Currency.choices)
+    currency_amount = ExactDecimalField(
+        help_text="Greater than 0; at most 2 decimals for USD/EUR/RUR, 8 for BTC, 9 for GBYTE; "
+        "at most 18 digits in all."
+    )
+    partner_cashback_percentage = ExactDecimalField(
+        required=False,
+        allow_null=True,
+        help_text="0 to the merchant's maximum, at most 2 decimals; absent means the merchant's default.",
+    )
+    purchase_unit = serializers.CharField(
+        required=False,
+        allow_null=True,
+        min_length=44,
+        max_length=44,
+        trim_whitespace=False,
+        help_text="Only with GBYTE: the 44-character base64 id of the customer's payment unit.",
+    )
+
+    def validate_address(self, value: str) -> str:
+        try:
+            return normalize_address(value)
+        except DjangoValidationError as exc:
+            raise serializers.ValidationError(exc.messages) from None
+
+    def validate_partner_cashback_percentage(self, value: Decimal | None) -> Decimal | None:
+        if value is None:
+            return None
+        if value < 0 or value > 100:
+            raise serializers.ValidationError("Must be between 0 and 100.")
+        try:
+            percent_to_hundredths(value)
+        except AmountError as exc:
+            raise serializers.ValidationError(str(exc)) from None
+        return value.quantize(Decimal("0.01"))
+
+    def validate_purchase_unit(self, value: str | None) -> str | None:
+        if value is not None and not is_valid_unit(value):
+            raise serializers.ValidationError("Must be a 44-character canonical base64 unit id.")
+        return value
+
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        currency = attrs["currency"]
+        try:
+            check_amount(attrs["currency_amount"], currency)
+        except AmountError as exc:
+            raise serializers.ValidationError({"currency_amount": [str(exc)]}) from None
+        if attrs.get("purchase_unit") and currency != Currency.GBYTE:
+            raise serializers.ValidationError(
+                {"purchase_unit": ["Only purchases paid in GBYTE have a purchase unit."]}
+            )
+        return attrs
+
+    def to_input(self) -> PurchaseInput:
+        data = self.validated_data
+        return PurchaseInput(
+            order_id=data["order_id"],
+            customer=data["customer"],
+            description=data.get("description") or "",
+            address=data["address"],
+            currency=data["currency"],
+            amount_minor=to_minor(data["currency_amount"], data["currency"]),
+            percentage=data.get("partner_cashback_percentage"),
+            purchase_unit=data.get("purchase_unit") or None,
+        )
+
+
+def _timestamp(value: datetime | None) -> str | None:
+    if value is None:
+        return None
+    return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+def purchase_resource(p: Purchase) -> dict[str, Any]:
+    """Return the purchase resource as the API shows it (never the partner key)."""
+    return {
+        "id": str(p.id),
+        "order_id": p.order_id,
+        "customer": p.customer,
+        "description": p.description,
+        "address": p.address,
+        "currency": p.currency,
+        "currency_amount": format(p.currency_amount, "f"),
+        "requested_partner_cashback_percentage": format_plain(p.requested_percentage),
+        "partner_cashback_percentage": format_plain(p.percentage),
+        "purchase_unit": p.purchase_unit,
+        "status": p.status,
+        "cashback_amount": p.cashback_amount,
+        "unit": p.unit,
+        "error": p.error,
+        "attempts": p.attempts,
+        "created_at": _timestamp(p.created_at),
+        "updated_at": _timestamp(p.updated_at),
+    }
+
+
+class PurchaseSerializer(serializers.Serializer):
+    """The purchase resource (documentation of `purchase_resource`, which renders it)."""
+
+    id = serializers.UUIDField(help_text="The gateway's id of the purchase.")
+    order_id = serializers.CharField()
+    customer = serializers.CharField()
+    description = serializers.CharField(allow_blank=True)
+    address = serializers.CharField()
+    currency = serializers.ChoiceField(choices=Currency.choices)
+    currency_amount = serializers.DecimalField(
+        max_digits=27, decimal_places=9, coerce_to_string=True
+    )
+    requested_partner_cashback_percentage = serializers.DecimalField(max_digits=5, decimal_places=2)
+    partner_cashback_percentage = serializers.DecimalField(
+        max_digits=5,
+        decimal_places=2,
+        help_text="The percentage applied (0 when the deposit did not cover it).",
+    )
+    purchase_unit = serializers.CharField(allow_null=True)
+    status = serializers.ChoiceField(choices=Status.choices)
+    cashback_amount = serializers.IntegerField(
+        allow_null=True, help_text="Cashback paid, in bytes."
+    )
+    unit = serializers.CharField(allow_null=True, help_text="The unit that paid the cashback.")
+    error = serializers.CharField(allow_null=True)
+    attempts = serializers.IntegerField(help_text="Upstream attempts so far.")
+    created_at = serializers.DateTimeField()
+    updated_at = serializers.DateTimeField()
+
+    def to_representation(self, instance: Purchase) -> dict[str, Any]:
+        return purchase_resource(instance)

@@ -1,0 +1,128 @@
+"""The purchases endpoints of the merchant REST API. Thin: validate, call a service, render."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.utils.dateparse import parse_date, parse_datetime
+from django.utils.timezone import make_aware
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
+from rest_framework import generics, serializers, status
+from rest_framework.pagination import CursorPagination
+from rest_framework.request import Request
+from rest_framework.response import Response
+
+from cashback import services
+from cashback.models import Purchase, Status
+from cashback.serializers import PurchaseRequestSerializer, PurchaseSerializer, purchase_resource
+from gateway.schema import ERROR_RESPONSES
+
+# The answer to a newly stored purchase, by the status it reached.
+CREATED_STATUS = {
+    Status.SENT: status.HTTP_201_CREATED,
+    Status.REJECTED: status.HTTP_422_UNPROCESSABLE_ENTITY,
+    Status.FAILED: status.HTTP_422_UNPROCESSABLE_ENTITY,
+}
+
+
+class NewestFirst(CursorPagination):
+    ordering = ("-created_at", "-id")
+    page_size = 50
+    page_size_query_param = "page_size"
+    max_page_size = 200
+
+
+def _parse_time(value: str, name: str, *, end: bool = False) -> Any:
+    moment = parse_datetime(value)
+    if moment is None:
+        day = parse_date(value)
+        if day is None:
+            raise serializers.ValidationError({name: ["Use an ISO 8601 date or date-time."]})
+        from datetime import datetime, time
+
+        moment = datetime.combine(day, time.max if end else time.min)
+    if moment.tzinfo is None:
+        moment = make_aware(moment)
+    return moment
+
+
+class PurchaseListCreate(generics.GenericAPIView):
+    serializer_class = PurchaseSerializer
+    pagination_class = NewestFirst
+
+    def get_queryset(self) -> Any:
+        qs = Purchase.objects.filter(merchant=self.request.user)
+        params = self.request.query_params
+        if "status" in params:
+            if params["status"] not in Status.values:
+                raise serializers.ValidationError(
+                    {"status": [f"Must be one of {', '.join(Status.values)}."]}
+                )
+            qs = qs.filter(status=params["status"])
+        if "created_after" in params:
+            qs = qs.filter(created_at__gte=_parse_time(params["created_after"], "created_after"))
+        if "created_before" in params:
+            qs = qs.filter(
+                created_at__lte=_parse_time(params["created_before"], "created_before", end=True)
+            )
+        return qs
+
+    @extend_schema(
+        operation_id="purchases_list",
+        parameters=[
+            OpenApiParameter(
+                "status", enum=Status.values, description="Only purchases in this status."
+            ),
+            OpenApiParameter(
+                "created_after", str, description="ISO 8601 date or date-time, inclusive."
+            ),
+            OpenApiParameter(
+                "created_before", str, description="ISO 8601 date or date-time, inclusive."
+            ),
+        ],
+        responses={200: PurchaseSerializer(many=True), **ERROR_RESPONSES},
+    )
+    def get(self, request: Request) -> Response:
+        page = self.paginate_queryset(self.get_queryset())
+        return self.get_paginated_response([purchase_resource(p) for p in page])
+
+    @extend_schema(
+        operation_id="purchases_create",
+        request=PurchaseRequestSerializer,
+        responses={
+            201: OpenApiResponse(PurchaseSerializer, "Created and sent: the cashback was paid."),
+            202: OpenApiResponse(
+                PurchaseSerializer, "Created; queued, sending, pending or unknown."
+            ),
+            200: OpenApiResponse(
+                PurchaseSerializer, "A repeat of a known order id; Idempotent-Replayed: true."
+            ),
+            422: OpenApiResponse(
+                PurchaseSerializer, "Created and rejected by upstream (see error)."
+            ),
+            **ERROR_RESPONSES,
+        },
+    )
+    def post(self, request: Request) -> Response:
+        serializer = PurchaseRequestSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        purchase, created = services.submit_purchase(request.user, serializer.to_input())
+        body = purchase_resource(purchase)
+        if not created:
+            return Response(
+                body, status=status.HTTP_200_OK, headers={"Idempotent-Replayed": "true"}
+            )
+        return Response(body, status=CREATED_STATUS.get(purchase.status, status.HTTP_202_ACCEPTED))
+
+
+class PurchaseDetail(generics.GenericAPIView):
+    serializer_class = PurchaseSerializer
+
+    @extend_schema(
+        operation_id="purchases_retrieve", responses={200: PurchaseSerializer, **ERROR_RESPONSES}
+    )
+    def get(self, request: Request, order_id: str) -> Response:
+        purchase = Purchase.objects.filter(merchant=request.user, order_id=order_id).first()
+        if purchase is None:
+            return Response({"detail": "No such purchase."}, status=status.HTTP_404_NOT_FOUND)
+        return Response(purchase_resource(purchase))

@@ -1,0 +1,128 @@
+"""Currencies, their precision, and the only rounding rules of the gateway.
+
+Amounts are stored as integer minor units of their currency (cents, satoshis, bytes), so
+that sums in SQL are exact on every database. Everything that turns a `Decimal` into minor
+units or back, or rounds, lives here.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal, InvalidOperation
+
+from django.db import models
+
+# Upstream limits amounts to 18 significant digits in all; so do we.
+MAX_DIGITS = 18
+
+
+class Currency(models.TextChoices):
+    USD = "USD", "US dollar"
+    EUR = "EUR", "Euro"
+    RUR = "RUR", "Russian rouble"
+    GBYTE = "GBYTE", "GBYTE"
+    BTC = "BTC", "Bitcoin"
+
+
+# Decimal places of each currency. GBYTE's minor unit is the byte (1 GBYTE = 10^9 bytes).
+PRECISION: dict[str, int] = {
+    Currency.USD: 2,
+    Currency.EUR: 2,
+    Currency.RUR: 2,
+    Currency.BTC: 8,
+    Currency.GBYTE: 9,
+}
+
+# Percentages have at most two decimals: 5.25 % is stored as 525 hundredths of a percent.
+PERCENT_PLACES = 2
+BYTES_PER_GBYTE = 10**9
+
+
+class AmountError(ValueError):
+    """An amount that cannot be represented exactly in its currency."""
+
+
+def quantum(currency: str) -> Decimal:
+    """Return the smallest amount of `currency`, e.g. Decimal("0.01")."""
+    return Decimal(1).scaleb(-PRECISION[currency])
+
+
+def parse_decimal(value: object) -> Decimal:
+    """Parse a JSON number or string into a finite `Decimal`, never through float."""
+    if isinstance(value, bool) or not isinstance(value, str | int | Decimal):
+        raise AmountError("must be a decimal number")
+    try:
+        d = Decimal(value.strip()) if isinstance(value, str) else Decimal(value)
+    except InvalidOperation:
+        raise AmountError("must be a decimal number") from None
+    if not d.is_finite():
+        raise AmountError("must be a finite decimal number")
+    return d
+
+
+def decimal_places(d: Decimal) -> int:
+    """Return how many decimal places `d` really needs ("12.50" needs 1, "100" needs 0)."""
+    exponent = d.normalize().as_tuple().exponent
+    assert isinstance(exponent, int)  # finite numbers only
+    return max(0, -exponent)
+
+
+def significant_digits(d: Decimal) -> int:
+    """Return the digits of `d` written plainly without leading or trailing zeros."""
+    n = d.normalize()
+    _, digits, exponent = n.as_tuple()
+    assert isinstance(exponent, int)
+    integer_digits = max(len(digits) + exponent, 0)
+    fraction_digits = max(-exponent, 0)
+    return max(integer_digits + fraction_digits, 1) if n else 1
+
+
+def check_amount(d: Decimal, currency: str) -> None:
+    """Raise AmountError unless `d` is a positive amount exact in `currency`."""
+    places = PRECISION[currency]
+    if d <= 0:
+        raise AmountError("must be greater than 0")
+    if decimal_places(d) > places:
+        raise AmountError(f"{currency} amounts have at most {places} decimal places")
+    if significant_digits(d) > MAX_DIGITS:
+        raise AmountError(f"must have at most {MAX_DIGITS} digits in all")
+
+
+def to_minor(d: Decimal, currency: str) -> int:
+    """Return `d` in minor units of `currency`; it must already be exact at that precision."""
+    scaled = d.scaleb(PRECISION[currency])
+    if scaled != scaled.to_integral_value():
+        raise AmountError(f"{d} is not exact in {currency}")
+    return int(scaled)
+
+
+def from_minor(minor: int, currency: str) -> Decimal:
+    """Return minor units of `currency` as a Decimal with the currency's decimal places."""
+    return Decimal(minor).scaleb(-PRECISION[currency]).quantize(quantum(currency))
+
+
+def format_plain(d: Decimal) -> str:
+    """Return `d` as a plain decimal string, never in exponent notation ("1E-9")."""
+    s = format(d, "f")
+    if "." in s:
+        s = s.rstrip("0").rstrip(".")
+    return s or "0"
+
+
+def percent_to_hundredths(p: Decimal) -> int:
+    """Return a percentage with at most two decimals as an integer of hundredths."""
+    scaled = p.scaleb(PERCENT_PLACES)
+    if scaled != scaled.to_integral_value():
+        raise AmountError(f"percentages have at most {PERCENT_PLACES} decimal places")
+    return int(scaled)
+
+
+def partner_cost_minor(amount_minor: int, percent: Decimal) -> int:
+    """Return `amount × percent / 100` in minor units, rounded up (never short-fund)."""
+    hundredths = percent_to_hundredths(percent)
+    # ceil(a * h / 10000) with integers only: exact at any size.
+    return -((-amount_minor * hundredths) // 10_000)
+
+
+def bytes_to_gbyte(amount: int) -> Decimal:
+    """Return an amount of bytes in GBYTE, exactly."""
+    return from_minor(amount, Currency.GBYTE)

@@ -1,0 +1,324 @@
+"""Settings for the cashback gateway, read from the environment (and `.env` if present).
+
+Every value comes from an environment variable documented in the README. A bad value fails
+loudly at start, not on the first request that needs it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import environ
+from django.core.exceptions import ImproperlyConfigured
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+env = environ.Env()
+if (BASE_DIR / ".env").is_file():
+    # Variables already in the environment win over the file.
+    env.read_env(BASE_DIR / ".env")
+
+# Keys that must never run a real deployment: Django's template placeholder and ours.
+KNOWN_DEVELOPMENT_KEYS = {
+    "change-me",
+    "django-insecure-change-me",
+    "dev",
+    "insecure-development-key",
+}
+
+DEBUG = env.bool("DEBUG", default=False)
+
+SECRET_KEY = env.str("SECRET_KEY", default="")
+if not SECRET_KEY:
+    if not DEBUG:
+        raise ImproperlyConfigured(
+            "SECRET_KEY is not set. Set SECRET_KEY to a long random string "
+            "(`make run` writes one into .env), or set DEBUG=on for development."
+        )
+    SECRET_KEY = "insecure-development-key"
+elif not DEBUG and (SECRET_KEY in KNOWN_DEVELOPMENT_KEYS or len(SECRET_KEY) < 32):
+    raise ImproperlyConfigured(
+        "SECRET_KEY is a known development key or shorter than 32 characters. "
+        "Set SECRET_KEY to a long random string."
+    )
+
+# Key material for API key and webhook HMACs. Separate from SECRET_KEY so that rotating the
+# session secret does not invalidate every merchant's API key.
+API_KEY_HMAC_SECRET = env.str("API_KEY_HMAC_SECRET", default=SECRET_KEY)
+
+ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["localhost", "127.0.0.1"])
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "whitenoise.runserver_nostatic",
+    "django.contrib.staticfiles",
+    "rest_framework",
+    "drf_spectacular",
+    "drf_spectacular_sidecar",
+    "axes",
+    "merchants",
+    "cashback",
+]
+
+MIDDLEWARE = [
+    "gateway.middleware.RequestIdMiddleware",
+    "gateway.middleware.BodySizeLimitMiddleware",
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "gateway.middleware.ContentSecurityPolicyMiddleware",
+    "axes.middleware.AxesMiddleware",
+]
+
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
+
+ROOT_URLCONF = "gateway.urls"
+WSGI_APPLICATION = "gateway.wsgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+                "gateway.context_processors.gateway_mode",
+            ],
+        },
+    },
+]
+
+# --- Database -------------------------------------------------------------------------------
+
+DATABASES = {"default": env.db("DATABASE_URL", default=f"sqlite:///{BASE_DIR / 'db.sqlite3'}")}
+_db = DATABASES["default"]
+if _db["ENGINE"] == "django.db.backends.sqlite3":
+    # WAL lets readers run beside the one writer; IMMEDIATE takes the write lock when a
+    # transaction starts, so threads queue on the busy timeout instead of failing with
+    # "database is locked" when a read transaction tries to upgrade to a write.
+    _db.setdefault("OPTIONS", {}).update(
+        {
+            "transaction_mode": "IMMEDIATE",
+            "timeout": 20,
+            "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+        }
+    )
+    # A file, not memory, so tests can share the test database with processes they start.
+    _db.setdefault("TEST", {})["NAME"] = str(Path(_db["NAME"]).with_suffix("")) + "-test.sqlite3"
+elif _db["ENGINE"] == "django.db.backends.postgresql":
+    if env.bool("DATABASE_POOL", default=True):
+        # psycopg's pool: connections are shared by the threads of a gunicorn worker and
+        # handed back at the end of each request. Django requires CONN_MAX_AGE = 0 with it.
+        _db.setdefault("OPTIONS", {})["pool"] = {
+            "min_size": env.int("DATABASE_POOL_MIN", default=2),
+            "max_size": env.int("DATABASE_POOL_MAX", default=20),
+            "timeout": env.int("DATABASE_POOL_TIMEOUT", default=10),
+        }
+        _db["CONN_MAX_AGE"] = 0
+    else:
+        _db["CONN_MAX_AGE"] = env.int("CONN_MAX_AGE", default=60)
+        _db["CONN_HEALTH_CHECKS"] = True
+
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+# --- Cache (shared by throttling; Redis when several hosts serve) ---------------------------
+
+CACHES = {"default": env.cache_url("CACHE_URL", default="locmemcache://gateway")}
+
+# --- Internationalisation -------------------------------------------------------------------
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = env.str("TIME_ZONE", default="UTC")
+USE_I18N = True
+USE_TZ = True
+
+# --- Static files (whitenoise under gunicorn) -----------------------------------------------
+
+STATIC_URL = "static/"
+STATIC_ROOT = BASE_DIR / "staticfiles"
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {
+        "BACKEND": (
+            "whitenoise.storage.CompressedManifestStaticFilesStorage"
+            if env.bool("STATIC_MANIFEST", default=not DEBUG)
+            else "django.contrib.staticfiles.storage.StaticFilesStorage"
+        )
+    },
+}
+
+# --- Security -------------------------------------------------------------------------------
+
+# Cookies are Secure by default; `make run` turns this off in .env because it serves plain
+# HTTP on 127.0.0.1. TLS and, by default, HSTS are the reverse proxy's job (README).
+SECURE_COOKIES = env.bool("SECURE_COOKIES", default=True)
+SESSION_COOKIE_SECURE = SECURE_COOKIES
+CSRF_COOKIE_SECURE = SECURE_COOKIES
+SESSION_COOKIE_HTTPONLY = True
+SESSION_COOKIE_AGE = env.int("SESSION_COOKIE_AGE", default=8 * 3600)
+CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
+SECURE_SSL_REDIRECT = env.bool("SECURE_SSL_REDIRECT", default=False)
+SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^readyz$"]
+SECURE_HSTS_SECONDS = env.int("SECURE_HSTS_SECONDS", default=0)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env.bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", default=False)
+SECURE_HSTS_PRELOAD = env.bool("SECURE_HSTS_PRELOAD", default=False)
+SECURE_CONTENT_TYPE_NOSNIFF = True
+SECURE_REFERRER_POLICY = "same-origin"
+SECURE_CROSS_ORIGIN_OPENER_POLICY = "same-origin"
+X_FRAME_OPTIONS = "DENY"
+if env.bool("TRUST_X_FORWARDED_PROTO", default=False):
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+
+# Bodies are limited before parsing by gateway.middleware.BodySizeLimitMiddleware.
+MAX_REQUEST_BODY_BYTES = 64 * 1024
+DATA_UPLOAD_MAX_MEMORY_SIZE = MAX_REQUEST_BODY_BYTES
+
+# Admin login brute-force protection: the 11th failure in a row is locked out.
+AXES_FAILURE_LIMIT = env.int("AXES_FAILURE_LIMIT", default=10)
+AXES_COOLOFF_TIME = env.float("AXES_COOLOFF_HOURS", default=1.0)
+AXES_LOCKOUT_PARAMETERS = ["ip_address", "username"]
+AXES_RESET_ON_SUCCESS = True
+AXES_VERBOSE = False
+AXES_HANDLER = "axes.handlers.database.AxesDatabaseHandler"
+
+# --- REST framework -------------------------------------------------------------------------
+
+API_THROTTLE_RATE = env.str("API_THROTTLE_RATE", default="20/s")
+API_IP_THROTTLE_RATE = env.str("API_IP_THROTTLE_RATE", default="100/s")
+
+REST_FRAMEWORK = {
+    "DEFAULT_AUTHENTICATION_CLASSES": ["merchants.authentication.ApiKeyAuthentication"],
+    "DEFAULT_PERMISSION_CLASSES": ["merchants.authentication.IsMerchant"],
+    "DEFAULT_PARSER_CLASSES": ["gateway.parsers.DecimalJSONParser"],
+    "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
+    "DEFAULT_THROTTLE_CLASSES": [
+        "gateway.throttling.ApiKeyThrottle",
+        "gateway.throttling.ClientIpThrottle",
+    ],
+    "EXCEPTION_HANDLER": "gateway.exceptions.exception_handler",
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "UNAUTHENTICATED_USER": None,
+    "COERCE_DECIMAL_TO_STRING": True,
+    "NUM_PROXIES": env.int("NUM_PROXIES", default=0),
+}
+
+SPECTACULAR_SETTINGS = {
+    "TITLE": "Cashback gateway API",
+    "DESCRIPTION": (
+        "Report paid purchases to the Obyte Cashback Program through your payment "
+        "processor. Authenticate with `Authorization: Bearer <api key>`."
+    ),
+    "VERSION": "1.0.0",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
+    "COMPONENT_SPLIT_REQUEST": True,
+    "ENUM_NAME_OVERRIDES": {
+        "CurrencyEnum": "gateway.money.Currency",
+    },
+}
+
+# --- The upstream cashback API --------------------------------------------------------------
+
+CASHBACK_SANDBOX = env.bool("CASHBACK_SANDBOX", default=False)
+CASHBACK_SANDBOX_URL = env.str("CASHBACK_SANDBOX_URL", default="http://127.0.0.1:8900/new_purchase")
+SANDBOX_PARTNER = "sandbox"
+SANDBOX_PARTNER_KEY = "sandbox-partner-key"
+
+if CASHBACK_SANDBOX:
+    CASHBACK_API_URL = CASHBACK_SANDBOX_URL
+    CASHBACK_PARTNER = SANDBOX_PARTNER
+    CASHBACK_PARTNER_KEY = SANDBOX_PARTNER_KEY
+else:
+    CASHBACK_API_URL = env.str("CASHBACK_API_URL", default="https://byte.money/test/new_purchase")
+    CASHBACK_PARTNER = env.str("CASHBACK_PARTNER", default="")
+    CASHBACK_PARTNER_KEY = env.str("CASHBACK_PARTNER_KEY", default="")
+    _key_file = env.str("CASHBACK_PARTNER_KEY_FILE", default="")
+    if _key_file and not CASHBACK_PARTNER_KEY:
+        try:
+            CASHBACK_PARTNER_KEY = Path(_key_file).read_text().strip()
+        except OSError as exc:
+            raise ImproperlyConfigured(
+                f"CASHBACK_PARTNER_KEY_FILE={_key_file} cannot be read ({exc.strerror})."
+            ) from None
+    if not (CASHBACK_PARTNER and CASHBACK_PARTNER_KEY):
+        raise ImproperlyConfigured(
+            "Partner credentials are not configured. Set CASHBACK_PARTNER and "
+            "CASHBACK_PARTNER_KEY (or CASHBACK_PARTNER_KEY_FILE), or set CASHBACK_SANDBOX=on "
+            "to use the local sandbox upstream."
+        )
+
+CASHBACK_TIMEOUT = env.float("CASHBACK_TIMEOUT", default=10.0)
+CASHBACK_CONNECT_TIMEOUT = env.float("CASHBACK_CONNECT_TIMEOUT", default=3.05)
+# A lease outlives the longest call by this margin before the worker may call it lost.
+CASHBACK_LEASE_MARGIN = env.float("CASHBACK_LEASE_MARGIN", default=20.0)
+# Seconds between retries of a pending purchase; the last one repeats. Jitter is added.
+CASHBACK_RETRY_SCHEDULE = [
+    int(s)
+    for s in env.list("CASHBACK_RETRY_SCHEDULE", default=["10", "30", "60", "300", "900", "1800"])
+]
+CASHBACK_RETRY_WINDOW = env.int("CASHBACK_RETRY_WINDOW", default=24 * 3600)
+# A queued purchase that no request claimed within this many seconds is the worker's.
+CASHBACK_QUEUED_GRACE = env.float("CASHBACK_QUEUED_GRACE", default=5.0)
+CASHBACK_WORKER_THREADS = env.int("CASHBACK_WORKER_THREADS", default=8)
+CASHBACK_WORKER_IDLE_SLEEP = env.float("CASHBACK_WORKER_IDLE_SLEEP", default=1.0)
+# The upstream connection pool: as large as the threads of a gunicorn worker or a worker.
+CASHBACK_HTTP_POOL_SIZE = env.int(
+    "CASHBACK_HTTP_POOL_SIZE",
+    default=max(env.int("GUNICORN_THREADS", default=8), CASHBACK_WORKER_THREADS),
+)
+
+# --- Merchant webhooks ----------------------------------------------------------------------
+
+WEBHOOK_TIMEOUT = env.float("WEBHOOK_TIMEOUT", default=10.0)
+WEBHOOK_RETRY_SCHEDULE = [
+    int(s) for s in env.list("WEBHOOK_RETRY_SCHEDULE", default=["10", "60", "300", "1800", "7200"])
+]
+WEBHOOK_MAX_ATTEMPTS = env.int("WEBHOOK_MAX_ATTEMPTS", default=12)
+# Development and tests only: allow http:// and loopback/private webhook targets.
+WEBHOOK_ALLOW_PRIVATE = env.bool("WEBHOOK_ALLOW_PRIVATE", default=False)
+
+# --- Logging --------------------------------------------------------------------------------
+
+LOG_LEVEL = env.str("LOG_LEVEL", default="INFO")
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "filters": {
+        "request_id": {"()": "gateway.logging.RequestIdFilter"},
+        "redact": {"()": "gateway.logging.RedactSecretsFilter"},
+    },
+    "formatters": {
+        "plain": {
+            "format": "%(asctime)s %(levelname)s %(name)s [%(request_id)s] %(message)s%(fields)s",
+        },
+    },
+    "handlers": {
+        "console": {
+            "class": "logging.StreamHandler",
+            "formatter": "plain",
+            "filters": ["request_id", "redact"],
+        },
+    },
+    "root": {"handlers": ["console"], "level": LOG_LEVEL},
+    "loggers": {
+        "django.db.backends": {"level": "INFO"},
+        "urllib3": {"level": "WARNING"},
+    },
+}

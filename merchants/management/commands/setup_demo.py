@@ -1,0 +1,74 @@
+"""Create the demo admin and merchant for `make run`, and print how to use them."""
+
+from __future__ import annotations
+
+import json
+import os
+from decimal import Decimal
+from typing import Any
+
+from django.conf import settings
+from django.contrib.auth import get_user_model
+from django.core.management.base import BaseCommand
+
+from merchants.models import ApiKey, EntryKind, Merchant
+from merchants.services import create_merchant, record_entry
+
+DEMO_KEY_NAME = "make run"
+
+
+class Command(BaseCommand):
+    help = "Create an admin user and a demo merchant if absent; print a login and a curl example."
+
+    def add_arguments(self, parser: Any) -> None:
+        parser.add_argument("--base-url", default="http://127.0.0.1:8000")
+
+    def handle(self, *args: Any, base_url: str, **options: Any) -> None:
+        password = os.environ.get("DEMO_ADMIN_PASSWORD", "")
+        User = get_user_model()
+        if password and not User.objects.filter(username="admin").exists():
+            User.objects.create_superuser("admin", "admin@example.com", password)
+
+        merchant = Merchant.objects.filter(public_id="demo-shop").first()
+        if merchant is None:
+            merchant, _ = create_merchant("Demo Shop", public_id="demo-shop", percentage=Decimal(1))
+            record_entry(merchant, EntryKind.DEPOSIT, Decimal("100.00"), "EUR", memo="demo deposit")
+        # Keys are stored hashed, so each run issues a fresh demo key and revokes the last.
+        from django.utils import timezone
+
+        ApiKey.objects.filter(
+            merchant=merchant, name=DEMO_KEY_NAME, revoked_at__isnull=True
+        ).update(revoked_at=timezone.now())
+        _, key = ApiKey.issue(merchant, name=DEMO_KEY_NAME)
+
+        body = json.dumps(
+            {
+                "customer": "c-42",
+                "order_id": "A-1001",
+                "description": "coffee",
+                "address": "WR5FPYE6LHBQ57ZCFUTJXDDNHWK5355S",
+                "currency": "EUR",
+                "currency_amount": "12.50",
+            }
+        )
+        mode = (
+            "SANDBOX upstream (no real cashback is paid)"
+            if settings.CASHBACK_SANDBOX
+            else settings.CASHBACK_API_URL
+        )
+        self.stdout.write(
+            "\n".join(
+                [
+                    "",
+                    f"  Cashback gateway on {base_url}  —  upstream: {mode}",
+                    f"  Admin:     {base_url}/admin/   user admin, password {password or '(see DEMO_ADMIN_PASSWORD in .env)'}",
+                    f"  API docs:  {base_url}/api/docs/",
+                    f"  Demo merchant {merchant.public_id}, API key (new for this run): {key}",
+                    "",
+                    "  Report a purchase:",
+                    f'  curl -i -X POST {base_url}/api/v1/purchases -H "Authorization: Bearer {key}" '
+                    f"-H 'Content-Type: application/json' -d '{body}'",
+                    "",
+                ]
+            )
+        )

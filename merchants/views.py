@@ -1,0 +1,54 @@
+"""The merchant's own resources: settings, balances and deposit ledger."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.db import transaction
+from drf_spectacular.utils import extend_schema
+from rest_framework import generics
+from rest_framework.request import Request
+from rest_framework.response import Response
+
+from cashback.views import NewestFirst
+from gateway.schema import ERROR_RESPONSES
+from merchants.models import LedgerEntry, Merchant
+from merchants.serializers import BalancesSerializer, LedgerEntrySerializer, MerchantSerializer
+from merchants.services import balances_of
+
+
+class MerchantSettings(generics.GenericAPIView):
+    serializer_class = MerchantSerializer
+
+    @extend_schema(responses={200: MerchantSerializer, **ERROR_RESPONSES})
+    def get(self, request: Request) -> Response:
+        return Response(MerchantSerializer(request.user).data)
+
+    @extend_schema(responses={200: MerchantSerializer, **ERROR_RESPONSES})
+    def patch(self, request: Request) -> Response:
+        merchant: Merchant = request.user
+        serializer = MerchantSerializer(merchant, data=request.data, partial=True)
+        serializer.is_valid(raise_exception=True)
+        context: dict[str, Any] = {}
+        with transaction.atomic():
+            merchant = serializer.save()
+            if merchant.webhook_url and not merchant.webhook_secret:
+                context["new_webhook_secret"] = merchant.rotate_webhook_secret()
+                merchant.save(update_fields=["webhook_secret"])
+        return Response(MerchantSerializer(merchant, context=context).data)
+
+
+class BalanceView(generics.GenericAPIView):
+    serializer_class = BalancesSerializer
+
+    @extend_schema(responses={200: BalancesSerializer, **ERROR_RESPONSES})
+    def get(self, request: Request) -> Response:
+        return Response(BalancesSerializer({"balances": balances_of(request.user)}).data)
+
+
+class LedgerView(generics.ListAPIView):
+    serializer_class = LedgerEntrySerializer
+    pagination_class = NewestFirst
+
+    def get_queryset(self) -> Any:
+        return LedgerEntry.objects.filter(merchant=self.request.user).select_related("purchase")

@@ -1,0 +1,101 @@
+"""Fixtures shared by the whole suite: merchants with API keys, API clients, and a real
+local upstream (the project's sandbox, on a free port) that each test can misbehave."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from decimal import Decimal
+from typing import Any
+
+import pytest
+from django.db import connection
+from rest_framework.test import APIClient
+
+from cashback.sandbox import SandboxServer, start_in_thread
+from merchants.models import Merchant
+from merchants.services import create_merchant
+
+ADDRESS = "WR5FPYE6LHBQ57ZCFUTJXDDNHWK5355S"
+
+
+def pytest_collection_modifyitems(config: Any, items: list[Any]) -> None:
+    """Skip tests marked `postgres` when the suite runs on SQLite."""
+    from django.conf import settings
+
+    if settings.DATABASES["default"]["ENGINE"].endswith("postgresql"):
+        return
+    skip = pytest.mark.skip(reason="needs PostgreSQL (concurrency is only proven there)")
+    for item in items:
+        if "postgres" in item.keywords:
+            item.add_marker(skip)
+
+
+@pytest.fixture
+def upstream(settings: Any) -> Iterator[SandboxServer]:
+    """A real sandbox upstream on a free port; the gateway is pointed at it."""
+    server = start_in_thread(settings.CASHBACK_PARTNER, settings.CASHBACK_PARTNER_KEY)
+    settings.CASHBACK_API_URL = server.url
+    yield server
+    server.shutdown()
+    server.server_close()
+
+
+class MerchantWithKey:
+    """A merchant, its raw API key, and an API client that sends the key."""
+
+    def __init__(self, merchant: Merchant, key: str) -> None:
+        self.merchant = merchant
+        self.key = key
+        self.client = APIClient()
+        self.client.credentials(HTTP_AUTHORIZATION=f"Bearer {key}")
+
+    def post_purchase(self, **fields: Any) -> Any:
+        return self.client.post("/api/v1/purchases", purchase_body(**fields), format="json")
+
+
+def purchase_body(**overrides: Any) -> dict[str, Any]:
+    """Return a valid purchase request body, with `overrides` applied (None removes a field)."""
+    body: dict[str, Any] = {
+        "customer": "c-42",
+        "order_id": "A-1001",
+        "description": "coffee",
+        "address": ADDRESS,
+        "currency": "EUR",
+        "currency_amount": "12.50",
+    }
+    body.update(overrides)
+    return {k: v for k, v in body.items() if v is not None}
+
+
+@pytest.fixture
+def make_merchant(db: None) -> Any:
+    counter = iter(range(1, 10_000))
+
+    def make(
+        percentage: str = "0",
+        max_percentage: str | None = None,
+        policy: str = "downgrade",
+        **kw: Any,
+    ) -> MerchantWithKey:
+        n = next(counter)
+        merchant, key = create_merchant(
+            kw.pop("name", f"Shop {n}"),
+            public_id=kw.pop("public_id", f"shop-{n}"),
+            percentage=Decimal(percentage),
+            max_percentage=Decimal(max_percentage) if max_percentage else None,
+            policy=policy,
+        )
+        return MerchantWithKey(merchant, key)
+
+    return make
+
+
+@pytest.fixture
+def shop(make_merchant: Any) -> MerchantWithKey:
+    """A merchant with default percentage 0 and an API key."""
+    return make_merchant()
+
+
+@pytest.fixture
+def is_postgres() -> bool:
+    return connection.vendor == "postgresql"
