@@ -17,7 +17,7 @@ import time
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import Any, TextIO
 from urllib.parse import parse_qsl
 
 logger = logging.getLogger(__name__)
@@ -62,6 +62,27 @@ class SandboxState:
     orders: dict[tuple[str, str], int] = field(default_factory=dict)
     log: list[dict[str, str]] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
+    # Append-only record of counted orders, so per-order counts survive a restart (or a kill).
+    journal: TextIO | None = None
+
+    def open_journal(self, path: str) -> None:
+        """Load the order counts recorded in `path`, then append every new one to it."""
+        try:
+            with open(path, encoding="utf-8") as existing:
+                for line in existing:
+                    if line.strip():
+                        merchant, order_id = json.loads(line)
+                        self.count_order(merchant, order_id)
+        except FileNotFoundError:
+            pass
+        self.journal = open(path, "a", encoding="utf-8")  # noqa: SIM115 (open while serving)
+
+    def count_order(self, merchant: str, order_id: str) -> None:
+        """Count one received order (call with the lock held, or before serving)."""
+        key = (merchant, order_id)
+        self.orders[key] = self.orders.get(key, 0) + 1
+        if self.orders[key] > 1:
+            self.duplicates += 1
 
     def next_mode(self) -> str:
         with self.lock:
@@ -91,6 +112,14 @@ class SandboxState:
                 "duplicates": self.duplicates,
                 "mode": self.mode,
             }
+
+    def order_counts(self) -> list[dict[str, Any]]:
+        """Return how many times each order was received, as JSON-ready rows."""
+        with self.lock:
+            return [
+                {"merchant": merchant, "order_id": order_id, "count": count}
+                for (merchant, order_id), count in self.orders.items()
+            ]
 
     def sent_count(self, merchant: str, order_id: str) -> int:
         """Return how many times an order was received (whatever the answer was)."""
@@ -127,6 +156,8 @@ class SandboxHandler(BaseHTTPRequestHandler):
     def do_GET(self) -> None:
         if self.path == "/_sandbox/stats":
             self._send_json(self.server.state.stats())
+        elif self.path == "/_sandbox/orders":
+            self._send_json({"orders": self.server.state.order_counts()})
         elif self.path == "/healthz":
             self._send_json({"status": "ok"})
         else:
@@ -195,10 +226,13 @@ class SandboxHandler(BaseHTTPRequestHandler):
                 | {"partner_key_ok": str(fields.get("partner_key") == state.partner_key)}
             )
             if counted and "order_id" in fields:
-                key = (fields.get("merchant", ""), fields["order_id"])
-                state.orders[key] = state.orders.get(key, 0) + 1
-                if state.orders[key] > 1:
-                    state.duplicates += 1
+                state.count_order(fields.get("merchant", ""), fields["order_id"])
+                if state.journal is not None:
+                    # Written before the answer, so a sandbox killed after this line still
+                    # remembers that the order arrived.
+                    merchant_order = [fields.get("merchant", ""), fields["order_id"]]
+                    state.journal.write(json.dumps(merchant_order) + "\n")
+                    state.journal.flush()
 
     def _answer(self, fields: dict[str, str]) -> dict[str, Any]:
         state = self.server.state

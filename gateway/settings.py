@@ -62,6 +62,7 @@ INSTALLED_APPS = [
     "axes",
     "merchants",
     "cashback",
+    "audit",
 ]
 
 MIDDLEWARE = [
@@ -98,6 +99,7 @@ TEMPLATES = [
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
                 "gateway.context_processors.gateway_mode",
+                "gateway.context_processors.admin_alerts",
             ],
         },
     },
@@ -133,12 +135,21 @@ elif _db["ENGINE"] == "django.db.backends.postgresql":
     else:
         _db["CONN_MAX_AGE"] = env.int("CONN_MAX_AGE", default=60)
         _db["CONN_HEALTH_CHECKS"] = True
+    # Behind PgBouncer in transaction mode a server-side cursor (QuerySet.iterator()) may be
+    # read from another server connection than the one that opened it: turn them off there.
+    _db["DISABLE_SERVER_SIDE_CURSORS"] = env.bool("DISABLE_SERVER_SIDE_CURSORS", default=False)
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # --- Cache (shared by throttling; Redis when several hosts serve) ---------------------------
 
 CACHES = {"default": env.cache_url("CACHE_URL", default="locmemcache://gateway")}
+# django-environ lower-cases `?key_prefix=` and `?version=` for Django's own Redis backend,
+# which reads them only in upper case; without this, hosts of two deployments sharing one
+# Redis would silently share throttle counters.
+for _option in ("key_prefix", "version", "key_function"):
+    if _option in CACHES["default"]:
+        CACHES["default"][_option.upper()] = CACHES["default"].pop(_option)
 
 # --- Internationalisation -------------------------------------------------------------------
 

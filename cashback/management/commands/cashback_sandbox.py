@@ -17,11 +17,20 @@ class Command(BaseCommand):
         parser.add_argument("--host", default="127.0.0.1")
         parser.add_argument("--port", type=int, default=8900)
         parser.add_argument("--latency-ms", type=float, default=0.0, help="added to every answer")
+        parser.add_argument(
+            "--state-file",
+            default="",
+            help="keep per-order counts in this file, so they survive a restart",
+        )
 
-    def handle(self, *args: Any, host: str, port: int, latency_ms: float, **options: Any) -> None:
+    def handle(
+        self, *args: Any, host: str, port: int, latency_ms: float, state_file: str, **options: Any
+    ) -> None:
         state = SandboxState(
             settings.SANDBOX_PARTNER, settings.SANDBOX_PARTNER_KEY, latency=latency_ms / 1000
         )
+        if state_file:
+            state.open_journal(state_file)
         server = SandboxServer((host, port), state)
         self.stdout.write(f"Cashback sandbox upstream on {server.url} (partner {state.partner!r})")
         try:
