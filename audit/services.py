@@ -1,0 +1,85 @@
+"""Record audit events, with values made JSON-safe and secrets left out."""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import date, datetime
+from decimal import Decimal
+from typing import Any
+from uuid import UUID
+
+from django.db import models
+
+from audit.models import AuditEvent
+
+# Fields whose values never enter the log; a change to one is logged as "(changed)".
+SECRET_FIELDS = frozenset({"hashed_key", "webhook_secret", "password", "partner_key"})
+# Bookkeeping fields that change on every save and say nothing about the change.
+IGNORED_FIELDS = frozenset({"updated_at"})
+REDACTED = "(secret)"
+
+Changes = dict[str, list[Any]]
+
+
+def json_value(value: Any) -> Any:
+    """Return `value` as something JSON can hold exactly (decimals and times as strings)."""
+    if isinstance(value, Decimal):
+        return str(value)
+    if isinstance(value, datetime | date):
+        return value.isoformat()
+    if isinstance(value, UUID):
+        return str(value)
+    if isinstance(value, models.Model):
+        return str(value.pk)
+    return value
+
+
+def snapshot(obj: models.Model) -> dict[str, Any]:
+    """Return the concrete field values of `obj`, secrets replaced by a digest."""
+    values: dict[str, Any] = {}
+    for field in obj._meta.concrete_fields:
+        if field.name in IGNORED_FIELDS:
+            continue
+        value = getattr(obj, field.attname)
+        if field.name in SECRET_FIELDS:
+            # A digest only to notice a change; record() never stores it.
+            value = hashlib.sha256(str(value).encode()).hexdigest()
+        values[field.name] = json_value(value)
+    return values
+
+
+def diff(before: dict[str, Any], after: dict[str, Any]) -> Changes:
+    """Return {field: [before, after]} for every field whose value differs."""
+    changes: Changes = {}
+    for name in before.keys() | after.keys():
+        old, new = before.get(name), after.get(name)
+        if old != new:
+            changes[name] = [old, new]
+    return dict(sorted(changes.items()))
+
+
+def record(
+    actor: Any,
+    action: str,
+    obj: models.Model,
+    changes: Changes | None = None,
+    *,
+    object_repr: str | None = None,
+) -> AuditEvent:
+    """Write one audit event for `actor` doing `action` to `obj`."""
+    authenticated = actor is not None and getattr(actor, "is_authenticated", False)
+    safe = {
+        name: [REDACTED, REDACTED + ", changed"]
+        if name in SECRET_FIELDS
+        else [json_value(v) for v in pair]
+        for name, pair in (changes or {}).items()
+    }
+    return AuditEvent.objects.create(
+        actor=actor if authenticated else None,
+        actor_name=actor.get_username() if authenticated else "system",
+        action=action,
+        object_type=obj._meta.label_lower,
+        object_id=str(obj.pk),
+        object_repr=(object_repr if object_repr is not None else str(obj))[:200],
+        changes=safe,
+    )
