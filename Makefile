@@ -56,9 +56,11 @@ test-postgres: install
 bench: install
 	$(PY) bench/run.py
 
+# Audits every locked package (hashed, so pip-audit needs no resolver). --strict fails when a
+# package could not be looked up, so an unreachable vulnerability database is never "clean".
 audit: install
-	$(VENV)/bin/uv export --frozen --no-hashes --format requirements-txt -q > .audit-requirements.txt
-	$(VENV)/bin/pip-audit -r .audit-requirements.txt --disable-pip; status=$$?; rm -f .audit-requirements.txt; exit $$status
+	$(VENV)/bin/uv export --frozen --format requirements-txt -q > .audit-requirements.txt
+	$(VENV)/bin/pip-audit -r .audit-requirements.txt --disable-pip --strict; status=$$?; rm -f .audit-requirements.txt; exit $$status
 
 clean:
 	rm -rf $(VENV) staticfiles .test-db*.sqlite3

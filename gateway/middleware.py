@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import io
 import re
 import uuid
 from collections.abc import Callable
+from typing import Any
 
 from django.conf import settings
 from django.http import HttpRequest, HttpResponse, JsonResponse
@@ -40,10 +42,13 @@ class RequestIdMiddleware:
 
 
 class BodySizeLimitMiddleware:
-    """Answer 413 for a body over MAX_REQUEST_BODY_BYTES before anything reads it.
+    """Answer 413 for a body over MAX_REQUEST_BODY_BYTES before anything parses it.
 
     Django alone answers 400 (RequestDataTooBig) and DRF's parsers read the stream without
-    its limit, so the declared length is checked here, first.
+    its limit, so the declared length is checked here, first. A chunked body declares no
+    length: it is read here up to the limit (the server has decoded the chunks and marks the
+    input as terminated), refused with 413 past it, and handed on as an ordinary body; a
+    server that cannot say where such a body ends gets 411.
     """
 
     def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
@@ -51,15 +56,45 @@ class BodySizeLimitMiddleware:
 
     def __call__(self, request: HttpRequest) -> HttpResponse:
         limit = settings.MAX_REQUEST_BODY_BYTES
-        try:
-            length = int(request.META.get("CONTENT_LENGTH") or 0)
-        except ValueError:
-            return JsonResponse({"detail": "Invalid Content-Length header."}, status=400)
-        if length > limit:
-            return JsonResponse(
-                {"detail": f"Request body is larger than {limit // 1024} KiB."}, status=413
-            )
+        declared = request.META.get("CONTENT_LENGTH")
+        if declared:
+            try:
+                length = int(declared)
+            except ValueError:
+                length = -1
+            if length < 0:
+                return JsonResponse({"detail": "Invalid Content-Length header."}, status=400)
+            if length > limit:
+                return _too_large(limit)
+        elif "chunked" in request.META.get("HTTP_TRANSFER_ENCODING", "").lower():
+            if not request.META.get("wsgi.input_terminated"):
+                return JsonResponse(
+                    {"detail": "Send a Content-Length header with the body."}, status=411
+                )
+            body = _read_at_most(request.META["wsgi.input"], limit + 1)
+            if len(body) > limit:
+                return _too_large(limit)
+            # Hand the buffered body on as if it had been sent with its length.
+            request.META["CONTENT_LENGTH"] = str(len(body))
+            request._stream = io.BytesIO(body)  # type: ignore[attr-defined]
         return self.get_response(request)
+
+
+def _too_large(limit: int) -> JsonResponse:
+    return JsonResponse({"detail": f"Request body is larger than {limit // 1024} KiB."}, status=413)
+
+
+def _read_at_most(stream: Any, size: int) -> bytes:
+    """Read until end of stream or `size` bytes, whichever comes first."""
+    parts: list[bytes] = []
+    remaining = size
+    while remaining > 0:
+        chunk = stream.read(min(remaining, 65536))
+        if not chunk:
+            break
+        parts.append(chunk)
+        remaining -= len(chunk)
+    return b"".join(parts)
 
 
 class ContentSecurityPolicyMiddleware:

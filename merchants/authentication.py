@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import hmac
+import ipaddress
 from datetime import timedelta
 from typing import Any
 
 from django.utils import timezone
+from drf_spectacular.extensions import OpenApiAuthenticationExtension
+from drf_spectacular.plumbing import build_bearer_security_scheme_object
 from rest_framework import exceptions
 from rest_framework.authentication import BaseAuthentication, get_authorization_header
 from rest_framework.permissions import BasePermission
+from rest_framework.settings import api_settings
 
 from merchants.models import ApiKey, Merchant, hash_api_key, parse_api_key
 
@@ -17,22 +21,26 @@ INVALID_KEY = "Invalid or missing API key."
 # Writing last-used on every request would cost an UPDATE each; once a minute is enough.
 LAST_USED_RESOLUTION = timedelta(seconds=60)
 _DUMMY_HASH = "0" * 64
+# A prefix no issued key has (issued prefixes are hex), so a malformed key still costs the
+# same indexed lookup as a well-formed unknown one.
+_NO_PREFIX = "-" * 10
 
 
 def authenticate_key(raw: str, client_ip: str | None = None) -> ApiKey | None:
     """Return the usable key matching `raw`, or None.
 
-    Unknown, malformed, revoked and expired keys take the same path: one indexed lookup
-    and one constant-time comparison, so timing does not tell them apart.
+    Unknown, malformed, revoked and expired keys take the same path: one indexed lookup,
+    one HMAC and one constant-time comparison, so neither the answer nor its timing tells
+    them apart.
     """
-    prefix = parse_api_key(raw) or ""
-    key = (
-        ApiKey.objects.select_related("merchant").filter(prefix=prefix).first() if prefix else None
-    )
+    prefix = parse_api_key(raw) or _NO_PREFIX
+    key = ApiKey.objects.select_related("merchant").filter(prefix=prefix).first()
     expected = key.hashed_key if key is not None else _DUMMY_HASH
     matches = hmac.compare_digest(expected, hash_api_key(raw))
-    if key is None or not matches or not key.is_usable:
+    usable = key is not None and key.is_usable
+    if not (matches and usable):
         return None
+    assert key is not None
     now = timezone.now()
     if (
         key.last_used_at is None
@@ -44,6 +52,24 @@ def authenticate_key(raw: str, client_ip: str | None = None) -> ApiKey | None:
     return key
 
 
+def client_ip(request: Any) -> str | None:
+    """Return the caller's address as the throttles see it (NUM_PROXIES), or None.
+
+    Only a valid IP address is returned: a forged X-Forwarded-For must not reach the
+    database's inet column and turn a request into a 500.
+    """
+    remote = request.META.get("REMOTE_ADDR")
+    forwarded = request.headers.get("x-forwarded-for")
+    candidate = remote
+    if api_settings.NUM_PROXIES and forwarded:
+        addresses = forwarded.split(",")
+        candidate = addresses[-min(api_settings.NUM_PROXIES, len(addresses))].strip()
+    try:
+        return str(ipaddress.ip_address(candidate or ""))
+    except ValueError:
+        return None
+
+
 class ApiKeyAuthentication(BaseAuthentication):
     """Authenticate a merchant by its API key; `request.user` is the Merchant."""
 
@@ -53,13 +79,14 @@ class ApiKeyAuthentication(BaseAuthentication):
         auth = get_authorization_header(request).split()
         if not auth:
             return None
-        if auth[0].lower() != self.keyword or len(auth) != 2:
-            raise exceptions.AuthenticationFailed(INVALID_KEY)
-        try:
-            raw = auth[1].decode("ascii")
-        except UnicodeDecodeError:
-            raise exceptions.AuthenticationFailed(INVALID_KEY) from None
-        key = authenticate_key(raw, request.META.get("REMOTE_ADDR"))
+        raw = ""
+        if auth[0].lower() == self.keyword and len(auth) == 2:
+            try:
+                raw = auth[1].decode("ascii")
+            except UnicodeDecodeError:
+                raw = ""
+        # A malformed header goes through the same lookup and HMAC as a wrong key.
+        key = authenticate_key(raw, client_ip(request))
         if key is None:
             raise exceptions.AuthenticationFailed(INVALID_KEY)
         return key.merchant, key
@@ -77,3 +104,15 @@ class IsMerchant(BasePermission):
         if not isinstance(request.auth, ApiKey):
             raise exceptions.NotAuthenticated(INVALID_KEY)
         return bool(request.user.is_active)
+
+
+class ApiKeyScheme(OpenApiAuthenticationExtension):
+    """Describe the API key as an HTTP bearer scheme in the OpenAPI schema."""
+
+    target_class = "merchants.authentication.ApiKeyAuthentication"
+    name = "apiKey"
+
+    def get_security_definition(self, auto_schema: Any) -> dict[str, Any]:
+        return build_bearer_security_scheme_object(
+            header_name="Authorization", token_prefix="Bearer"
+        )
