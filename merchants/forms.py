@@ -1,0 +1,99 @@
+"""Admin forms for merchants, their API keys and hand-made ledger entries."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django import forms
+from django.conf import settings
+
+from gateway.exceptions import DomainError
+from gateway.money import Currency
+from merchants import services
+from merchants.models import MANUAL_KINDS, ApiKey, LedgerEntry, Merchant
+from merchants.webhooks import WebhookUrlError, check_webhook_url
+
+
+class MerchantAdminForm(forms.ModelForm):
+    """A merchant's settings; the webhook URL must be a public https URL."""
+
+    class Meta:
+        model = Merchant
+        fields = [
+            "name",
+            "public_id",
+            "is_active",
+            "default_percentage",
+            "max_percentage",
+            "deposit_policy",
+            "webhook_url",
+        ]
+
+    def clean_webhook_url(self) -> str:
+        url: str = self.cleaned_data["webhook_url"]
+        if url:
+            try:
+                check_webhook_url(url, resolve=not settings.WEBHOOK_ALLOW_PRIVATE)
+            except WebhookUrlError as exc:
+                raise forms.ValidationError(str(exc)) from None
+        return url
+
+
+class ApiKeyRevokeForm(forms.ModelForm):
+    """An existing key, shown read-only, with a box to revoke it."""
+
+    revoke = forms.BooleanField(required=False, help_text="Revoke on save (cannot be undone).")
+
+    class Meta:
+        model = ApiKey
+        fields: list[str] = []
+
+
+class ApiKeyIssueForm(forms.ModelForm):
+    """A new key: a name and an optional expiry; the key itself is generated and shown once."""
+
+    class Meta:
+        model = ApiKey
+        fields = ["name", "expires_at"]
+
+    def has_changed(self) -> bool:
+        # An empty extra row still issues a key: the name is optional, so any row added on
+        # purpose counts.
+        return True
+
+
+class LedgerEntryForm(forms.Form):
+    """A deposit, withdrawal or adjustment recorded by an admin through services.record_entry."""
+
+    merchant = forms.ModelChoiceField(queryset=Merchant.objects.all())
+    kind = forms.ChoiceField(choices=[(k.value, k.label) for k in MANUAL_KINDS])
+    amount = forms.DecimalField(
+        max_digits=18,
+        decimal_places=9,
+        help_text="Deposits and withdrawals are positive; an adjustment is signed.",
+    )
+    currency = forms.ChoiceField(choices=Currency.choices)
+    memo = forms.CharField(max_length=500, required=False)
+
+    def __init__(self, *args: Any, merchant: Merchant | None = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.fixed_merchant = merchant
+        if merchant is not None:
+            del self.fields["merchant"]
+
+    def record(self, user: Any) -> LedgerEntry | None:
+        """Record the entry; on a domain error add it to the form and return None."""
+        data = self.cleaned_data
+        merchant = self.fixed_merchant or data["merchant"]
+        try:
+            return services.record_entry(
+                merchant,
+                data["kind"],
+                data["amount"],
+                data["currency"],
+                memo=data["memo"],
+                user=user,
+            )
+        except DomainError as exc:
+            self.add_error(None, exc.detail)
+            return None
