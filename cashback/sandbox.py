@@ -288,5 +288,11 @@ def start_in_thread(
 ) -> SandboxServer:
     """Start a sandbox on a background thread (port 0: any free port); return the server."""
     server = SandboxServer((host, port), SandboxState(partner, partner_key, latency=latency))
-    threading.Thread(target=server.serve_forever, name="cashback-sandbox", daemon=True).start()
+    # A short poll interval: shutdown() waits for it, once per test that starts a sandbox.
+    threading.Thread(
+        target=server.serve_forever,
+        kwargs={"poll_interval": 0.05},
+        name="cashback-sandbox",
+        daemon=True,
+    ).start()
     return server

@@ -13,6 +13,8 @@ from django.db import models
 
 # Upstream limits amounts to 18 significant digits in all; so do we.
 MAX_DIGITS = 18
+# Decimal exponents parse_decimal accepts (10^±100), far beyond any real amount.
+MAX_ADJUSTED_EXPONENT = 100
 
 
 class Currency(models.TextChoices):
@@ -56,6 +58,10 @@ def parse_decimal(value: object) -> Decimal:
         raise AmountError("must be a decimal number") from None
     if not d.is_finite():
         raise AmountError("must be a finite decimal number")
+    # "1E+100000000" overflows the decimal context (a 500) and "1E-100000000" underflows to
+    # zero minor units; no amount or percentage is anywhere near these magnitudes.
+    if abs(d.adjusted()) > MAX_ADJUSTED_EXPONENT:
+        raise AmountError("is out of range")
     return d
 
 

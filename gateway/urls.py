@@ -9,6 +9,8 @@ from django.urls import include, path
 from django.views.decorators.http import require_GET
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitView
 
+from cashback.dropin import NewPurchaseView
+
 
 @require_GET
 def healthz(request: HttpRequest) -> JsonResponse:
@@ -30,7 +32,10 @@ def readyz(request: HttpRequest) -> JsonResponse:
 urlpatterns = [
     path("healthz", healthz),
     path("readyz", readyz),
+    # The payouts dashboard and reports live inside admin; before admin's own routes.
+    path("admin/payouts/", include("cashback.dashboard")),
     path("admin/", admin.site.urls),
+    path("new_purchase", NewPurchaseView.as_view(), name="new-purchase"),
     path("api/v1/", include("cashback.urls")),
     path("api/v1/", include("merchants.urls")),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
