@@ -1,0 +1,582 @@
+"""Payout figures and reports: the one code path behind the dashboard, the admin downloads
+and the `export_payouts` command.
+
+A period is a range of calendar days in a named time zone, both ends inclusive; it selects
+purchases by `created_at` from 00:00 of the first day up to (not including) 00:00 of the day
+after the last. Amounts leave the database as integer minor units and become exact `Decimal`
+values here (gateway.money); nothing goes through float.
+"""
+
+from __future__ import annotations
+
+import csv
+import re
+import tempfile
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from datetime import date, datetime, time, timedelta
+from decimal import Decimal
+from typing import IO, Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from django.conf import settings
+from django.db.models import Count, Q, QuerySet, Sum
+from django.db.models.functions import TruncDate
+from django.utils import timezone
+from openpyxl import Workbook
+from openpyxl.cell.cell import ILLEGAL_CHARACTERS_RE
+
+from cashback.models import Purchase, Status
+from gateway.money import Currency, bytes_to_gbyte, from_minor, significant_digits
+from merchants.models import Balance, Merchant
+
+# Rows per XLSX sheet, the header rows included (Excel's limit); tests lower it.
+XLSX_MAX_ROWS = 1_048_576
+# Rows fetched per round trip when streaming a report (a server-side cursor on PostgreSQL).
+CHUNK_SIZE = 5000
+# Years a period may start or end in; keeps date arithmetic far from datetime's limits.
+MIN_YEAR, MAX_YEAR = 1970, 9998
+# A chart with more days than this shows months instead, so it stays readable and small.
+MAX_DAILY_BARS = 92
+
+REPORTS = ("detail", "summary")
+FORMATS = ("csv", "xlsx")
+
+# A spreadsheet treats a text cell beginning with one of these as a formula (OWASP CSV
+# injection); tab and carriage return are included because some programs strip them first.
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+class ReportError(ValueError):
+    """Bad report parameters, with a message fit to show the user."""
+
+
+# --- Periods ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Period:
+    """Calendar days `start`..`end` (both inclusive) in time zone `tz`."""
+
+    start: date
+    end: date
+    tz: ZoneInfo
+
+    @property
+    def zone(self) -> str:
+        return self.tz.key
+
+    def bounds(self) -> tuple[datetime, datetime]:
+        """Return the aware datetimes [first instant, first instant after the period)."""
+        first = datetime.combine(self.start, time.min, tzinfo=self.tz)
+        after = datetime.combine(self.end + timedelta(days=1), time.min, tzinfo=self.tz)
+        return first, after
+
+    def days(self) -> list[date]:
+        return [self.start + timedelta(days=i) for i in range((self.end - self.start).days + 1)]
+
+    def label(self) -> str:
+        """Return e.g. "2026-11-01 to 2026-11-30 (Europe/Berlin)"."""
+        return f"{self.start.isoformat()} to {self.end.isoformat()} ({self.zone})"
+
+
+PRESETS = {
+    "today": "Today",
+    "yesterday": "Yesterday",
+    "last7": "Last 7 days",
+    "this_month": "This month",
+    "last_month": "Last month",
+    "custom": "Custom range",
+}
+
+
+def parse_zone(name: str | None) -> ZoneInfo:
+    """Return the named IANA time zone (default settings.TIME_ZONE) or raise ReportError."""
+    name = (name or "").strip() or settings.TIME_ZONE
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError, OSError):
+        raise ReportError(
+            f"Unknown time zone {name!r}; use an IANA name like Europe/Berlin."
+        ) from None
+
+
+def parse_day(value: str | None, what: str) -> date:
+    """Return a YYYY-MM-DD date or raise ReportError naming `what`."""
+    if not value:
+        raise ReportError(f"{what}: enter a date as YYYY-MM-DD.")
+    try:
+        day = date.fromisoformat(value.strip())
+    except ValueError:
+        raise ReportError(f"{what}: {value!r} is not a date as YYYY-MM-DD.") from None
+    if not MIN_YEAR <= day.year <= MAX_YEAR:
+        raise ReportError(f"{what}: the year must be between {MIN_YEAR} and {MAX_YEAR}.")
+    return day
+
+
+def make_period(start: date, end: date, tz: ZoneInfo) -> Period:
+    if end < start:
+        raise ReportError("The end date is before the start date.")
+    return Period(start, end, tz)
+
+
+def preset_period(preset: str, tz: ZoneInfo, now: datetime | None = None) -> Period:
+    """Return the period a preset names, relative to `now` (default: the current time) in `tz`."""
+    today = (now or timezone.now()).astimezone(tz).date()
+    if preset == "today":
+        return Period(today, today, tz)
+    if preset == "yesterday":
+        return Period(today - timedelta(days=1), today - timedelta(days=1), tz)
+    if preset == "last7":
+        return Period(today - timedelta(days=6), today, tz)
+    if preset == "this_month":
+        return Period(today.replace(day=1), today, tz)
+    if preset == "last_month":
+        last = today.replace(day=1) - timedelta(days=1)
+        return Period(last.replace(day=1), last, tz)
+    raise ReportError(f"Unknown period {preset!r}; choose one of {', '.join(PRESETS)}.")
+
+
+@dataclass(frozen=True)
+class ReportFilter:
+    """What a report or the dashboard covers: a period and optionally one merchant."""
+
+    period: Period
+    merchant: Merchant | None = None
+
+    def purchases(self) -> QuerySet[Purchase]:
+        first, after = self.period.bounds()
+        qs = Purchase.objects.filter(created_at__gte=first, created_at__lt=after)
+        if self.merchant is not None:
+            qs = qs.filter(merchant=self.merchant)
+        return qs
+
+    def title(self, report: str) -> str:
+        who = f"merchant {self.merchant.public_id}" if self.merchant else "all merchants"
+        return f"Payout {report} report, {self.period.label()}, {who}"
+
+    def filename(self, report: str, fmt: str) -> str:
+        zone = re.sub(r"[^A-Za-z0-9_+-]", "-", self.period.zone)
+        who = f"_{self.merchant.public_id}" if self.merchant else ""
+        p = self.period
+        return f"payouts-{report}_{p.start.isoformat()}_{p.end.isoformat()}_{zone}{who}.{fmt}"
+
+
+def find_merchant(public_id: str | None) -> Merchant | None:
+    """Return the merchant with this public id, None for no filter, or raise ReportError."""
+    if not public_id:
+        return None
+    merchant = Merchant.objects.filter(public_id=public_id).first()
+    if merchant is None:
+        raise ReportError(f"No merchant with public id {public_id!r}.")
+    return merchant
+
+
+# --- Dashboard figures ----------------------------------------------------------------------
+
+
+@dataclass
+class Figures:
+    """Counts and amounts of a set of purchases; amounts per currency in minor units."""
+
+    purchases: int = 0
+    sent: int = 0
+    rejected: int = 0
+    pending_unknown: int = 0
+    queued_sending: int = 0
+    failed: int = 0
+    cashback_bytes: int = 0
+    volume: dict[str, int] = field(default_factory=dict)
+    funded: dict[str, int] = field(default_factory=dict)
+
+    def add(self, row: dict[str, Any]) -> None:
+        for name in ("purchases", "sent", "rejected", "pending_unknown", "queued_sending"):
+            setattr(self, name, getattr(self, name) + row[name])
+        self.failed += row["failed"]
+        self.cashback_bytes += row["cashback"] or 0
+        cur = row["currency"]
+        self.volume[cur] = self.volume.get(cur, 0) + (row["volume"] or 0)
+        self.funded[cur] = self.funded.get(cur, 0) + (row["funded"] or 0)
+
+    @property
+    def cashback_gbyte(self) -> Decimal:
+        return bytes_to_gbyte(self.cashback_bytes)
+
+    def volume_amounts(self) -> list[tuple[str, Decimal]]:
+        return _amounts(self.volume)
+
+    def funded_amounts(self) -> list[tuple[str, Decimal]]:
+        return _amounts(self.funded)
+
+
+_CURRENCY_ORDER = list(Currency.values)
+
+
+def _amounts(minor_by_currency: dict[str, int]) -> list[tuple[str, Decimal]]:
+    return [
+        (c, from_minor(minor_by_currency[c], c)) for c in _CURRENCY_ORDER if c in minor_by_currency
+    ]
+
+
+@dataclass
+class MerchantRow:
+    merchant: Merchant
+    figures: Figures
+    # Current balances per currency, in minor units: (available, reserved).
+    balances: dict[str, tuple[int, int]] = field(default_factory=dict)
+
+    def balance_amounts(self) -> list[tuple[str, Decimal, Decimal]]:
+        return _balance_amounts(self.balances)
+
+
+def _balance_amounts(balances: dict[str, tuple[int, int]]) -> list[tuple[str, Decimal, Decimal]]:
+    """Return (currency, available, reserved) in the usual currency order."""
+    return [
+        (c, from_minor(balances[c][0], c), from_minor(balances[c][1], c))
+        for c in _CURRENCY_ORDER
+        if c in balances
+    ]
+
+
+@dataclass
+class Dashboard:
+    filter: ReportFilter
+    rows: list[MerchantRow]
+    totals: Figures
+    total_balances: dict[str, tuple[int, int]]
+    # (first day of the bar, cashback bytes), one bar per day or per month.
+    chart: list[tuple[date, int]]
+    chart_unit: str  # "day" or "month"
+
+    def total_balance_amounts(self) -> list[tuple[str, Decimal, Decimal]]:
+        return _balance_amounts(self.total_balances)
+
+
+def _status_counts() -> dict[str, Any]:
+    sent = Q(status=Status.SENT)
+    return {
+        "purchases": Count("pk"),
+        "sent": Count("pk", filter=sent),
+        "rejected": Count("pk", filter=Q(status=Status.REJECTED)),
+        "pending_unknown": Count("pk", filter=Q(status__in=[Status.PENDING, Status.UNKNOWN])),
+        "queued_sending": Count("pk", filter=Q(status__in=[Status.QUEUED, Status.SENDING])),
+        "failed": Count("pk", filter=Q(status=Status.FAILED)),
+        "volume": Sum("amount_minor"),
+        "sent_volume": Sum("amount_minor", filter=sent),
+        # The partner-funded cost of a sent purchase is captured from the deposit.
+        "funded": Sum("reserved_minor", filter=sent),
+        "cashback": Sum("cashback_amount", filter=sent),
+    }
+
+
+def dashboard(flt: ReportFilter, merchants: Iterable[Merchant]) -> Dashboard:
+    """Return the dashboard's figures: one row per merchant with purchases in the period.
+
+    Costs two queries whatever the number of merchants: one aggregate of purchases grouped
+    by merchant, currency and day (the chart's bars come from the same rows), and one of
+    balances. `merchants` (already fetched for the page's merchant menu) names the rows.
+    """
+    by_id = {m.pk: m for m in merchants}
+    tz = flt.period.tz
+    groups = (
+        flt.purchases()
+        .annotate(day=TruncDate("created_at", tzinfo=tz))
+        .values("merchant_id", "currency", "day")
+        .annotate(**_status_counts())
+        .order_by()
+    )
+    rows: dict[int, MerchantRow] = {}
+    totals = Figures()
+    per_day: dict[date, int] = {}
+    for g in groups:
+        row = rows.get(g["merchant_id"])
+        if row is None:
+            row = rows[g["merchant_id"]] = MerchantRow(by_id[g["merchant_id"]], Figures())
+        row.figures.add(g)
+        totals.add(g)
+        if g["cashback"]:
+            per_day[g["day"]] = per_day.get(g["day"], 0) + g["cashback"]
+    if flt.merchant is not None and flt.merchant.pk not in rows:
+        rows[flt.merchant.pk] = MerchantRow(flt.merchant, Figures())
+
+    balances = Balance.objects.values_list(
+        "merchant_id", "currency", "available_minor", "reserved_minor"
+    )
+    if flt.merchant is not None:
+        balances = balances.filter(merchant=flt.merchant)
+    total_balances: dict[str, tuple[int, int]] = {}
+    for merchant_id, currency, available, reserved in balances:
+        row = rows.get(merchant_id)
+        if row is None:
+            continue
+        row.balances[currency] = (available, reserved)
+        a, r = total_balances.get(currency, (0, 0))
+        total_balances[currency] = (a + available, r + reserved)
+
+    chart, unit = _chart(flt.period, per_day)
+    ordered = sorted(rows.values(), key=lambda r: (r.merchant.name.lower(), r.merchant.public_id))
+    return Dashboard(flt, ordered, totals, total_balances, chart, unit)
+
+
+def _chart(period: Period, per_day: dict[date, int]) -> tuple[list[tuple[date, int]], str]:
+    days = (period.end - period.start).days + 1
+    if days <= MAX_DAILY_BARS:
+        return [(d, per_day.get(d, 0)) for d in period.days()], "day"
+    months: dict[date, int] = {}
+    month = period.start.replace(day=1)
+    while month <= period.end:
+        months[month] = 0
+        month = (month + timedelta(days=32)).replace(day=1)
+    for d, value in per_day.items():
+        months[d.replace(day=1)] += value
+    return list(months.items()), "month"
+
+
+# --- Report rows ------------------------------------------------------------------------------
+
+DETAIL_COLUMNS = [
+    "created_at",
+    "sent_at",
+    "merchant_id",
+    "merchant_name",
+    "order_id",
+    "customer",
+    "status",
+    "currency",
+    "amount",
+    "requested_percentage",
+    "applied_percentage",
+    "partner_funded",
+    "cashback_bytes",
+    "cashback_gbyte",
+    "unit",
+    "error",
+]
+
+SUMMARY_COLUMNS = [
+    "merchant_id",
+    "merchant_name",
+    "currency",
+    "purchases",
+    "sent",
+    "rejected",
+    "pending_unknown",
+    "queued_sending",
+    "failed",
+    "volume",
+    "sent_volume",
+    "partner_funded",
+    "cashback_bytes",
+    "cashback_gbyte",
+]
+
+# A report row: text (str), exact amounts (Decimal), counts and bytes (int), or empty (None).
+Cell = str | Decimal | int | None
+
+
+def columns(report: str) -> list[str]:
+    return DETAIL_COLUMNS if report == "detail" else SUMMARY_COLUMNS
+
+
+def detail_rows(flt: ReportFilter) -> Iterator[list[Cell]]:
+    """Yield one row per purchase, oldest first, reading the database in chunks."""
+    tz = flt.period.tz
+    qs = (
+        flt.purchases()
+        .order_by("created_at", "id")
+        .values_list(
+            "created_at",
+            "sent_at",
+            "merchant__public_id",
+            "merchant__name",
+            "order_id",
+            "customer",
+            "status",
+            "currency",
+            "amount_minor",
+            "requested_percentage",
+            "percentage",
+            "reserved_minor",
+            "cashback_amount",
+            "unit",
+            "error",
+        )
+    )
+    sent = Status.SENT
+    zero = {c: from_minor(0, c) for c in _CURRENCY_ORDER}
+    for (
+        created,
+        sent_at,
+        public_id,
+        name,
+        order_id,
+        customer,
+        status,
+        currency,
+        amount_minor,
+        requested,
+        applied,
+        reserved_minor,
+        cashback,
+        unit,
+        error,
+    ) in qs.iterator(chunk_size=CHUNK_SIZE):
+        yield [
+            created.astimezone(tz).isoformat(),
+            sent_at.astimezone(tz).isoformat() if sent_at else None,
+            public_id,
+            name,
+            order_id,
+            customer,
+            status,
+            currency,
+            from_minor(amount_minor, currency),
+            requested,
+            applied,
+            # Only a sent purchase's reservation was captured, i.e. paid by the merchant.
+            from_minor(reserved_minor, currency) if status == sent else zero[currency],
+            cashback,
+            bytes_to_gbyte(cashback) if cashback is not None else None,
+            unit,
+            error,
+        ]
+
+
+def summary_rows(flt: ReportFilter) -> Iterator[list[Cell]]:
+    """Yield one row per merchant and currency with purchases in the period."""
+    qs = (
+        flt.purchases()
+        .values("merchant__public_id", "merchant__name", "currency")
+        .annotate(**_status_counts())
+        .order_by("merchant__public_id", "currency")
+    )
+    for g in qs:
+        cur = g["currency"]
+        cashback = g["cashback"] or 0
+        yield [
+            g["merchant__public_id"],
+            g["merchant__name"],
+            cur,
+            g["purchases"],
+            g["sent"],
+            g["rejected"],
+            g["pending_unknown"],
+            g["queued_sending"],
+            g["failed"],
+            from_minor(g["volume"] or 0, cur),
+            from_minor(g["sent_volume"] or 0, cur),
+            from_minor(g["funded"] or 0, cur),
+            cashback,
+            bytes_to_gbyte(cashback),
+        ]
+
+
+def rows(report: str, flt: ReportFilter) -> Iterator[list[Cell]]:
+    if report == "detail":
+        return detail_rows(flt)
+    if report == "summary":
+        return summary_rows(flt)
+    raise ReportError(f"Unknown report {report!r}; choose detail or summary.")
+
+
+def escape_text(value: str) -> str:
+    """Return a text cell a spreadsheet will not run as a formula."""
+    if value.startswith(_FORMULA_START):
+        return "'" + value
+    return value
+
+
+# --- CSV --------------------------------------------------------------------------------------
+
+
+class _Line:
+    """A file-like object whose write() returns what csv.writer wrote."""
+
+    def write(self, value: str) -> str:
+        return value
+
+
+def _csv_cell(value: Cell) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, str):
+        return escape_text(value)
+    if isinstance(value, Decimal):
+        # Exact, plain notation: never "1E-9".
+        return format(value, "f")
+    return str(value)
+
+
+def csv_chunks(report: str, flt: ReportFilter, lines_per_chunk: int = 500) -> Iterator[str]:
+    """Yield the report as CSV text in chunks: a title line, the column names, the rows."""
+    data = rows(report, flt)  # raises ReportError before anything is written
+    writer = csv.writer(_Line())
+    yield writer.writerow([escape_text(flt.title(report))])
+    yield writer.writerow(columns(report))
+    buffer: list[str] = []
+    for row in data:
+        buffer.append(writer.writerow([_csv_cell(v) for v in row]))
+        if len(buffer) >= lines_per_chunk:
+            yield "".join(buffer)
+            buffer.clear()
+    if buffer:
+        yield "".join(buffer)
+
+
+# --- XLSX -------------------------------------------------------------------------------------
+
+
+# Significant digits a spreadsheet number keeps exactly (an IEEE double holds any 15).
+XLSX_EXACT_DIGITS = 15
+
+
+def _xlsx_cell(value: Cell) -> Cell:
+    if isinstance(value, str):
+        # openpyxl refuses control characters that XML cannot hold.
+        return ILLEGAL_CHARACTERS_RE.sub("", escape_text(value))
+    if isinstance(value, Decimal | int) and significant_digits(Decimal(value)) > XLSX_EXACT_DIGITS:
+        # A spreadsheet would silently round it: keep the exact digits as text instead.
+        return format(value, "f") if isinstance(value, Decimal) else str(value)
+    # Numbers: openpyxl writes them with 16 significant digits, exact up to 15.
+    return value
+
+
+def write_xlsx(report: str, flt: ReportFilter, out: IO[bytes]) -> int:
+    """Write the report as an XLSX workbook to `out`; return the number of data rows.
+
+    A sheet holds at most XLSX_MAX_ROWS rows; the rows continue on further sheets, each
+    with the title and column names again.
+    """
+    data = rows(report, flt)
+    workbook = Workbook(write_only=True)
+    title = escape_text(flt.title(report))
+    per_sheet = XLSX_MAX_ROWS - 2
+    count = 0
+    sheet = None
+    for row in data:
+        if count % per_sheet == 0:
+            sheet = workbook.create_sheet(f"{report} {count // per_sheet + 1}")
+            sheet.append([title])
+            sheet.append(columns(report))
+        assert sheet is not None
+        sheet.append([_xlsx_cell(v) for v in row])
+        count += 1
+    if sheet is None:
+        sheet = workbook.create_sheet(f"{report} 1")
+        sheet.append([title])
+        sheet.append(columns(report))
+    workbook.save(out)
+    return count
+
+
+def xlsx_file(report: str, flt: ReportFilter) -> IO[bytes]:
+    """Return a temporary file holding the workbook, positioned at its start."""
+    out = tempfile.TemporaryFile()  # noqa: SIM115 - the response closes it
+    write_xlsx(report, flt, out)
+    out.seek(0)
+    return out
+
+
+def percent_of(part: int, whole: int) -> int:
+    """Return round-down `part / whole` in whole percent (integers only), for chart heights."""
+    return 0 if whole <= 0 else part * 100 // whole
