@@ -155,6 +155,20 @@ def _store(merchant: Merchant, data: PurchaseInput, requested: Decimal) -> Purch
     return purchase
 
 
+def lock_purchase(purchase_id: Any) -> Purchase:
+    """Return the purchase with its row locked until the transaction ends.
+
+    Only the purchase row is locked (not its merchant, which every insert of a purchase
+    references), and FOR NO KEY UPDATE lets ledger and attempt rows reference it meanwhile.
+    Lock order everywhere: purchase, then balance.
+    """
+    return (
+        Purchase.objects.select_for_update(no_key=True, of=("self",))
+        .select_related("merchant")
+        .get(pk=purchase_id)
+    )
+
+
 # --- Sending -------------------------------------------------------------------------------
 
 
@@ -244,7 +258,7 @@ def record_outcome(
     now = now or timezone.now()
     with transaction.atomic():
         purchase = (
-            Purchase.objects.select_for_update().select_related("merchant").get(pk=purchase_id)
+            lock_purchase(purchase_id)
         )
         Attempt.objects.create(
             purchase=purchase,
@@ -379,7 +393,7 @@ def retry(purchase_id: Any, user: Any, *, send: bool = True) -> Purchase:
     now = timezone.now()
     with transaction.atomic():
         purchase = (
-            Purchase.objects.select_for_update().select_related("merchant").get(pk=purchase_id)
+            lock_purchase(purchase_id)
         )
         before = purchase.status
         if before not in (Status.UNKNOWN, Status.FAILED, Status.PENDING):
@@ -438,7 +452,7 @@ def _resolve(
     now = timezone.now()
     with transaction.atomic():
         purchase = (
-            Purchase.objects.select_for_update().select_related("merchant").get(pk=purchase_id)
+            lock_purchase(purchase_id)
         )
         before = purchase.status
         if before not in (Status.UNKNOWN, Status.PENDING):

@@ -33,7 +33,7 @@ LEASE_EXPIRED = "lease ran out: the sending process stopped before recording an 
 def locked(qs: QuerySet) -> QuerySet:
     """Lock the rows of `qs`, skipping rows other workers hold (PostgreSQL)."""
     if connection.features.has_select_for_update_skip_locked:
-        return qs.select_for_update(skip_locked=True)
+        return qs.select_for_update(skip_locked=True, no_key=True, of=("self",))
     return qs  # SQLite: transactions are serialised; the conditional update decides.
 
 

@@ -73,7 +73,7 @@ def _unique_public_id(name: str) -> str:
 
 
 def _locked_balance(merchant: Merchant, currency: str, *, create: bool) -> Balance | None:
-    qs = Balance.objects.select_for_update()
+    qs = Balance.objects.select_for_update(no_key=True)
     if create:
         balance, _ = qs.get_or_create(merchant=merchant, currency=currency)
         return balance
