@@ -41,6 +41,9 @@ def snapshot(obj: models.Model) -> dict[str, Any]:
         if field.name in IGNORED_FIELDS:
             continue
         value = getattr(obj, field.attname)
+        if isinstance(value, Decimal) and isinstance(field, models.DecimalField):
+            # "2.5" typed in a form and "2.50" read back are the same value: compare alike.
+            value = value.quantize(Decimal(1).scaleb(-field.decimal_places))
         if field.name in SECRET_FIELDS:
             # A digest only to notice a change; record() never stores it.
             value = hashlib.sha256(str(value).encode()).hexdigest()

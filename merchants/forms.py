@@ -17,6 +17,9 @@ from merchants.webhooks import WebhookUrlError, check_webhook_url
 class MerchantAdminForm(forms.ModelForm):
     """A merchant's settings; the webhook URL must be a public https URL."""
 
+    # Webhooks must be https anyway: a bare host name is completed that way.
+    webhook_url = forms.URLField(required=False, max_length=500, assume_scheme="https")
+
     class Meta:
         model = Merchant
         fields = [
