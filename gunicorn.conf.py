@@ -15,4 +15,6 @@ keepalive = 5
 accesslog = os.environ.get("GUNICORN_ACCESSLOG", "-")
 access_log_format = '%(h)s "%(r)s" %(s)s %(b)s %(M)sms "%({x-request-id}o)s"'
 errorlog = "-"
+# Redact API keys and the partner key from gunicorn's own logs too (gateway/logging.py).
+logger_class = "gateway.logging.RedactingGunicornLogger"
 forwarded_allow_ips = os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1")

@@ -5,8 +5,10 @@ from __future__ import annotations
 import contextvars
 import logging
 import re
+from typing import Any
 
 from django.conf import settings
+from gunicorn.glogging import Logger as GunicornLogger
 
 request_id_var: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="-")
 
@@ -20,7 +22,8 @@ REDACTED = "[redacted]"
 
 def redact(text: str) -> str:
     """Return `text` with the partner key and anything shaped like an API key removed."""
-    partner_key = getattr(settings, "CASHBACK_PARTNER_KEY", "")
+    # Gunicorn's master logs before (or without) Django settings; only the pattern applies.
+    partner_key = settings.CASHBACK_PARTNER_KEY if settings.configured else ""
     if partner_key and partner_key in text:
         text = text.replace(partner_key, REDACTED)
     return SECRET_PATTERN.sub(REDACTED, text)
@@ -52,3 +55,17 @@ class RedactSecretsFilter(logging.Filter):
         elif record.exc_text:
             record.exc_text = redact(record.exc_text)
         return True
+
+
+class RedactingGunicornLogger(GunicornLogger):
+    """Gunicorn's own error and access logs, with secrets redacted like ours.
+
+    Gunicorn writes them through its own handlers, which the root handler's filter never
+    sees; a key pasted into a URL would otherwise reach the access log.
+    """
+
+    def setup(self, cfg: Any) -> None:
+        super().setup(cfg)
+        for log in (self.error_log, self.access_log):
+            if not any(isinstance(f, RedactSecretsFilter) for f in log.filters):
+                log.addFilter(RedactSecretsFilter())
