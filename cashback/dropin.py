@@ -14,7 +14,12 @@ import logging
 from typing import Any
 
 from django.http import QueryDict
-from drf_spectacular.utils import OpenApiExample, OpenApiResponse, extend_schema
+from drf_spectacular.utils import (
+    OpenApiExample,
+    OpenApiResponse,
+    extend_schema,
+    extend_schema_field,
+)
 from rest_framework import exceptions, serializers, status
 from rest_framework.parsers import FormParser, MultiPartParser
 from rest_framework.request import Request
@@ -26,6 +31,7 @@ from cashback.models import Purchase, Status
 from cashback.serializers import PurchaseRequestSerializer
 from gateway.exceptions import DomainError, first_message
 from gateway.parsers import DecimalJSONParser
+from gateway.schema import RETRY_AFTER, ErrorSerializer
 from gateway.throttling import ApiKeyThrottle, ClientIpThrottle
 from merchants.authentication import authenticate_key
 from merchants.models import ApiKey
@@ -105,7 +111,12 @@ def purchase_data(fields: dict[str, Any]) -> dict[str, Any]:
 # --- OpenAPI description -------------------------------------------------------------------
 
 
-class DropInRequestSerializer(serializers.Serializer):
+@extend_schema_field({"oneOf": [{"type": "string"}, {"type": "number"}]})
+class NumberOrString(serializers.Field):
+    """A decimal sent as a string, or in JSON as a number (documentation only)."""
+
+
+class DropInSerializer(serializers.Serializer):
     """The parameters of cashback-api.md (documentation only)."""
 
     partner = serializers.CharField(help_text="The merchant's public id (its merchant_id).")
@@ -124,10 +135,10 @@ class DropInRequestSerializer(serializers.Serializer):
         help_text="An Obyte address (an `obyte:` or `byteball:` prefix is stripped) or an email."
     )
     currency = serializers.CharField(help_text="USD, EUR, RUR, GBYTE or BTC.")
-    currency_amount = serializers.CharField(
+    currency_amount = NumberOrString(
         help_text='A decimal number, as a string ("12.50") or, in JSON, a number.'
     )
-    partner_cashback_percentage = serializers.CharField(
+    partner_cashback_percentage = NumberOrString(
         required=False, help_text="A decimal percentage; absent or empty means 0 (as upstream)."
     )
     purchase_unit = serializers.CharField(
@@ -172,14 +183,17 @@ DROPIN_SCHEMA = extend_schema(
     tags=["drop-in"],
     auth=[],
     request={
-        "application/x-www-form-urlencoded": DropInRequestSerializer,
-        "application/json": DropInRequestSerializer,
+        "application/x-www-form-urlencoded": DropInSerializer,
+        "application/json": DropInSerializer,
     },
     responses={
         200: OpenApiResponse(DropInResultSerializer, "The outcome, in upstream's format."),
-        413: OpenApiResponse(DropInResultSerializer, "Body over 64 KiB."),
-        429: OpenApiResponse(DropInResultSerializer, "Throttled; see Retry-After."),
+        413: OpenApiResponse(ErrorSerializer, "Body over 64 KiB (answered before it is read)."),
+        429: OpenApiResponse(
+            DropInResultSerializer, "Throttled, per client address or per key; see Retry-After."
+        ),
     },
+    parameters=[RETRY_AFTER],
     examples=[
         OpenApiExample("Request", value=_EXAMPLE_REQUEST, request_only=True),
         OpenApiExample(
@@ -197,6 +211,12 @@ DROPIN_SCHEMA = extend_schema(
         OpenApiExample(
             "Invalid input",
             value=error("currency_amount: EUR amounts have at most 2 decimal places"),
+            response_only=True,
+            status_codes=["200"],
+        ),
+        OpenApiExample(
+            "Rejected by upstream",
+            value=error("this order_id was already registered"),
             response_only=True,
             status_codes=["200"],
         ),

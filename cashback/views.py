@@ -15,7 +15,14 @@ from rest_framework.response import Response
 from cashback import services
 from cashback.models import Purchase, Status
 from cashback.serializers import PurchaseRequestSerializer, PurchaseSerializer, purchase_resource
-from gateway.schema import ERROR_RESPONSES
+from gateway.schema import (
+    AUTH_ERRORS,
+    BODY_ERRORS,
+    IDEMPOTENT_REPLAYED,
+    PURCHASE_EXAMPLES,
+    RETRY_AFTER,
+    errors,
+)
 
 # The answer to a newly stored purchase, by the status it reached.
 CREATED_STATUS = {
@@ -79,8 +86,10 @@ class PurchaseListCreate(generics.GenericAPIView):
             OpenApiParameter(
                 "created_before", str, description="ISO 8601 date or date-time, inclusive."
             ),
+            RETRY_AFTER,
         ],
-        responses={200: PurchaseSerializer(many=True), **ERROR_RESPONSES},
+        # 400: a bad filter; 404: a cursor that is not ours.
+        responses={200: PurchaseSerializer(many=True), **errors(400, 404, *AUTH_ERRORS)},
     )
     def get(self, request: Request) -> Response:
         page = self.paginate_queryset(self.get_queryset())
@@ -89,6 +98,8 @@ class PurchaseListCreate(generics.GenericAPIView):
     @extend_schema(
         operation_id="purchases_create",
         request=PurchaseRequestSerializer,
+        parameters=[IDEMPOTENT_REPLAYED, RETRY_AFTER],
+        examples=PURCHASE_EXAMPLES,
         responses={
             201: OpenApiResponse(PurchaseSerializer, "Created and sent: the cashback was paid."),
             202: OpenApiResponse(
@@ -100,7 +111,7 @@ class PurchaseListCreate(generics.GenericAPIView):
             422: OpenApiResponse(
                 PurchaseSerializer, "Created and rejected by upstream (see error)."
             ),
-            **ERROR_RESPONSES,
+            **errors(402, 409, *BODY_ERRORS, *AUTH_ERRORS),
         },
     )
     def post(self, request: Request) -> Response:
@@ -119,7 +130,9 @@ class PurchaseDetail(generics.GenericAPIView):
     serializer_class = PurchaseSerializer
 
     @extend_schema(
-        operation_id="purchases_retrieve", responses={200: PurchaseSerializer, **ERROR_RESPONSES}
+        operation_id="purchases_retrieve",
+        parameters=[RETRY_AFTER],
+        responses={200: PurchaseSerializer, **errors(404, *AUTH_ERRORS)},
     )
     def get(self, request: Request, order_id: str) -> Response:
         purchase = Purchase.objects.filter(merchant=request.user, order_id=order_id).first()

@@ -5,13 +5,13 @@ from __future__ import annotations
 from typing import Any
 
 from django.db import transaction
-from drf_spectacular.utils import extend_schema
+from drf_spectacular.utils import extend_schema, extend_schema_view
 from rest_framework import generics
 from rest_framework.request import Request
 from rest_framework.response import Response
 
 from cashback.views import NewestFirst
-from gateway.schema import ERROR_RESPONSES
+from gateway.schema import AUTH_ERRORS, BODY_ERRORS, RETRY_AFTER, errors
 from merchants.models import LedgerEntry, Merchant
 from merchants.serializers import BalancesSerializer, LedgerEntrySerializer, MerchantSerializer
 from merchants.services import balances_of
@@ -20,11 +20,16 @@ from merchants.services import balances_of
 class MerchantSettings(generics.GenericAPIView):
     serializer_class = MerchantSerializer
 
-    @extend_schema(responses={200: MerchantSerializer, **ERROR_RESPONSES})
+    @extend_schema(
+        parameters=[RETRY_AFTER], responses={200: MerchantSerializer, **errors(*AUTH_ERRORS)}
+    )
     def get(self, request: Request) -> Response:
         return Response(MerchantSerializer(request.user).data)
 
-    @extend_schema(responses={200: MerchantSerializer, **ERROR_RESPONSES})
+    @extend_schema(
+        parameters=[RETRY_AFTER],
+        responses={200: MerchantSerializer, **errors(*BODY_ERRORS, *AUTH_ERRORS)},
+    )
     def patch(self, request: Request) -> Response:
         merchant: Merchant = request.user
         serializer = MerchantSerializer(merchant, data=request.data, partial=True)
@@ -41,11 +46,20 @@ class MerchantSettings(generics.GenericAPIView):
 class BalanceView(generics.GenericAPIView):
     serializer_class = BalancesSerializer
 
-    @extend_schema(responses={200: BalancesSerializer, **ERROR_RESPONSES})
+    @extend_schema(
+        parameters=[RETRY_AFTER], responses={200: BalancesSerializer, **errors(*AUTH_ERRORS)}
+    )
     def get(self, request: Request) -> Response:
         return Response(BalancesSerializer({"balances": balances_of(request.user)}).data)
 
 
+@extend_schema_view(
+    get=extend_schema(
+        parameters=[RETRY_AFTER],
+        # 404: a cursor that is not ours.
+        responses={200: LedgerEntrySerializer(many=True), **errors(404, *AUTH_ERRORS)},
+    )
+)
 class LedgerView(generics.ListAPIView):
     serializer_class = LedgerEntrySerializer
     pagination_class = NewestFirst
