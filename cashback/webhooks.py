@@ -18,7 +18,7 @@ from functools import cache
 
 import requests
 from django.conf import settings
-from django.db import close_old_connections, transaction
+from django.db import transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
@@ -94,8 +94,6 @@ def deliver_claimed(delivery: WebhookDelivery) -> None:
         _deliver(delivery)
     except Exception:
         logger.exception("webhook delivery crashed", extra={"delivery": delivery.pk})
-    finally:
-        close_old_connections()
 
 
 def _deliver(delivery: WebhookDelivery) -> None:

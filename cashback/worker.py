@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta
+from typing import Any
 
 from django.conf import settings
 from django.db import close_old_connections, connection, transaction
@@ -100,8 +101,6 @@ def _send(purchase: Purchase) -> None:
     except Exception:
         # The lease will run out and an admin will see it as unknown; nothing is lost.
         logger.exception("sending failed", extra={"order_id": purchase.order_id})
-    finally:
-        close_old_connections()
 
 
 def run_once(pool: ThreadPoolExecutor | None = None, now: datetime | None = None) -> int:
@@ -117,12 +116,22 @@ def run_once(pool: ThreadPoolExecutor | None = None, now: datetime | None = None
     return handled + len(claimed) + len(deliveries)
 
 
-def _run_all(pool: ThreadPoolExecutor | None, fn: object, items: Iterable[object]) -> None:
+def _run_all(
+    pool: ThreadPoolExecutor | None, fn: Callable[[Any], None], items: Iterable[Any]
+) -> None:
     if pool is None:
         for item in items:
-            fn(item)  # type: ignore[operator]
-    else:
-        list(pool.map(fn, items))  # type: ignore[arg-type]
+            fn(item)
+        return
+
+    def in_thread(item: Any) -> None:
+        try:
+            fn(item)
+        finally:
+            # Hand the thread's database connection back (to the pool, or closed).
+            close_old_connections()
+
+    list(pool.map(in_thread, items))
 
 
 def run_forever(stop: threading.Event) -> None:
