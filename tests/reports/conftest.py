@@ -26,7 +26,9 @@ UNIT_3 = "Zm9vYmFyYmF6cXV4cXV1eGZvb2JhcmJhenF1eHF1dXg="
 
 @pytest.fixture(autouse=True)
 def _plain_static_storage(settings: Any) -> None:
-    """Render admin pages without a collectstatic manifest (tests never run collectstatic)."""
+    """Render admin pages without a collectstatic manifest (tests never run collectstatic),
+    and hash test passwords quickly."""
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
     settings.STORAGES = {
         **settings.STORAGES,
         "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
