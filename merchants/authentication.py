@@ -24,6 +24,7 @@ _DUMMY_HASH = "0" * 64
 # A prefix no issued key has (issued prefixes are hex), so a malformed key still costs the
 # same indexed lookup as a well-formed unknown one.
 _NO_PREFIX = "-" * 10
+_HEX = frozenset("0123456789abcdef-")
 
 
 def authenticate_key(raw: str, client_ip: str | None = None) -> ApiKey | None:
@@ -34,6 +35,9 @@ def authenticate_key(raw: str, client_ip: str | None = None) -> ApiKey | None:
     them apart.
     """
     prefix = parse_api_key(raw) or _NO_PREFIX
+    if not all(c in _HEX for c in prefix):
+        # Issued prefixes are hex; anything else (a NUL upsets PostgreSQL) cannot match.
+        prefix = _NO_PREFIX
     key = ApiKey.objects.select_related("merchant").filter(prefix=prefix).first()
     expected = key.hashed_key if key is not None else _DUMMY_HASH
     matches = hmac.compare_digest(expected, hash_api_key(raw))

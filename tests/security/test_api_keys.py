@@ -60,6 +60,7 @@ def _refusals(shop: Any) -> dict[str, str]:
         "wrong secret, known prefix": shop.key[:20] + ("x" * 38),
         "malformed": "cbk_short",
         "not ascii": "cbk_clé",
+        "NUL in prefix": "cbk_" + "\x00" * 10 + "A" * 44,
     }
 
 
