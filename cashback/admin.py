@@ -180,22 +180,14 @@ class PurchaseAdmin(ViewOnlyAdmin):
     inlines = [AttemptInline, PurchaseActionInline, WebhookDeliveryInline]
     actions = ["retry_now", "mark_sent", "mark_rejected"]
 
-    def get_queryset(self, request: HttpRequest) -> QuerySet[Purchase]:
-        # `unknown` purchases wait for a person: list them first.
-        return (
-            super()
-            .get_queryset(request)
-            .annotate(
-                attention=Case(
-                    When(status=Status.UNKNOWN, then=Value(0)),
-                    default=Value(1),
-                    output_field=IntegerField(),
-                )
-            )
+    def get_ordering(self, request: HttpRequest) -> list[Any]:
+        # `unknown` purchases wait for a person: list them first, then newest first.
+        attention = Case(
+            When(status=Status.UNKNOWN, then=Value(0)),
+            default=Value(1),
+            output_field=IntegerField(),
         )
-
-    def get_ordering(self, request: HttpRequest) -> list[str]:
-        return ["attention", "-created_at"]
+        return [attention.asc(), "-created_at"]
 
     @admin.display(description="amount", ordering="amount_minor")
     def amount(self, obj: Purchase) -> str:

@@ -18,12 +18,14 @@ RAW_KEY = re.compile(r"cbk_[0-9a-f]{10}[A-Za-z0-9_-]{44}")
 
 
 @pytest.fixture(autouse=True)
-def _plain_static_files(settings: Any) -> None:
+def _admin_test_settings(settings: Any) -> None:
     """Render admin pages without a collectstatic manifest (DEBUG is off in tests)."""
     settings.STORAGES = {
         **settings.STORAGES,
         "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
     }
+    # Users are made in every test; a deliberately slow hash would dominate the suite's time.
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 
 
 @pytest.fixture
