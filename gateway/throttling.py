@@ -41,3 +41,38 @@ class ClientIpThrottle(SimpleRateThrottle):
 
     def get_cache_key(self, request: Any, view: Any) -> str | None:
         return self.cache_format % {"scope": self.scope, "ident": self.get_ident(request)}
+
+
+class FailedAuthThrottle(SimpleRateThrottle):
+    """Limit each client address to `API_IP_THROTTLE_RATE` failed API key checks.
+
+    DRF checks throttles after authentication, so without this a wrong key would be
+    refused (401) without ever being counted, and key guessing would cost the gateway a
+    lookup and an HMAC per request without limit.
+    """
+
+    scope = "failed_auth"
+
+    def get_rate(self) -> str | None:
+        return _rate(settings.API_IP_THROTTLE_RATE)
+
+    def get_cache_key(self, request: Any, view: Any) -> str | None:
+        return self.cache_format % {"scope": self.scope, "ident": self.get_ident(request)}
+
+    def blocked(self, request: Any) -> bool:
+        """Return whether this address used up its failures (and load its history)."""
+        if self.rate is None:
+            return False
+        self.key = self.get_cache_key(request, None)
+        self.history = self.cache.get(self.key, [])
+        self.now = self.timer()
+        while self.history and self.history[-1] <= self.now - self.duration:
+            self.history.pop()
+        return len(self.history) >= self.num_requests
+
+    def record_failure(self) -> None:
+        """Count one failure of the address `blocked` was last asked about."""
+        if self.rate is None:
+            return
+        self.history.insert(0, self.now)
+        self.cache.set(self.key, self.history, self.duration)

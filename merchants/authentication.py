@@ -15,6 +15,7 @@ from rest_framework.authentication import BaseAuthentication, get_authorization_
 from rest_framework.permissions import BasePermission
 from rest_framework.settings import api_settings
 
+from gateway.throttling import FailedAuthThrottle
 from merchants.models import ApiKey, Merchant, hash_api_key, parse_api_key
 
 INVALID_KEY = "Invalid or missing API key."
@@ -89,9 +90,13 @@ class ApiKeyAuthentication(BaseAuthentication):
                 raw = auth[1].decode("ascii")
             except UnicodeDecodeError:
                 raw = ""
+        failures = FailedAuthThrottle()
+        if failures.blocked(request):
+            raise exceptions.Throttled(failures.wait())
         # A malformed header goes through the same lookup and HMAC as a wrong key.
         key = authenticate_key(raw, client_ip(request))
         if key is None:
+            failures.record_failure()
             raise exceptions.AuthenticationFailed(INVALID_KEY)
         return key.merchant, key
 

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -98,9 +99,10 @@ class GatewayServer:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"gunicorn exited:\n{self.log()}")
             try:
-                if requests.get(f"{self.url}/healthz", timeout=1).status_code == 200:
+                if requests.get(f"{self.url}/healthz", timeout=5).status_code == 200:
                     return
-            except requests.ConnectionError:
+            except requests.RequestException:
+                # The master accepts before its worker has loaded the app.
                 time.sleep(0.1)
         self.stop()
         raise RuntimeError(f"gunicorn did not start:\n{self.log()}")
@@ -111,7 +113,8 @@ class GatewayServer:
         return self.log_path.read_text(errors="replace")
 
     def stop(self) -> None:
-        self.proc.terminate()
+        # SIGINT is gunicorn's quick shutdown; SIGTERM would wait out open keep-alives.
+        self.proc.send_signal(signal.SIGINT)
         try:
             self.proc.wait(timeout=10)
         except subprocess.TimeoutExpired:
@@ -147,3 +150,11 @@ def start_gateway(transactional_db: None, tmp_path: Path) -> Iterator[Any]:
     yield start
     for server in servers:
         server.stop()
+
+
+@pytest.fixture
+def plain_static(settings: Any) -> None:
+    """Render pages without the manifest of hashed static names (tests skip collectstatic)."""
+    settings.STORAGES = settings.STORAGES | {
+        "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"}
+    }

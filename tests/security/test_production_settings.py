@@ -124,13 +124,8 @@ def test_an_unreadable_partner_key_file_is_refused(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("path", ["/admin/login/", "/api/docs/"])
 def test_admin_and_docs_pages_carry_a_content_security_policy(
-    client: Any, settings: Any, path: str
+    client: Any, plain_static: None, path: str
 ) -> None:
-    # The tests run without collectstatic, so without the manifest of hashed names.
-    settings.STORAGES = settings.STORAGES | {
-        "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"}
-    }
-
     response = client.get(path)
 
     assert response.status_code == 200
