@@ -22,8 +22,13 @@ class MerchantSerializer(serializers.ModelSerializer):
     max_partner_cashback_percentage = serializers.DecimalField(
         source="max_percentage", max_digits=5, decimal_places=2, read_only=True
     )
+    rotate_webhook_secret = serializers.BooleanField(
+        write_only=True,
+        required=False,
+        help_text="true: replace the webhook signing secret; the new one is in this answer only.",
+    )
     webhook_secret = serializers.SerializerMethodField(
-        help_text="Shown only in the answer that set a new webhook URL; null otherwise."
+        help_text="Shown only in the answer that created or rotated it; null otherwise."
     )
 
     class Meta:
@@ -36,6 +41,7 @@ class MerchantSerializer(serializers.ModelSerializer):
             "deposit_policy",
             "webhook_url",
             "webhook_secret",
+            "rotate_webhook_secret",
         ]
         read_only_fields = ["name", "deposit_policy"]
 

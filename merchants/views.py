@@ -34,10 +34,11 @@ class MerchantSettings(generics.GenericAPIView):
         merchant: Merchant = request.user
         serializer = MerchantSerializer(merchant, data=request.data, partial=True)
         serializer.is_valid(raise_exception=True)
+        rotate = serializer.validated_data.pop("rotate_webhook_secret", False)
         context: dict[str, Any] = {}
         with transaction.atomic():
             merchant = serializer.save()
-            if merchant.webhook_url and not merchant.webhook_secret:
+            if merchant.webhook_url and (rotate or not merchant.webhook_secret):
                 context["new_webhook_secret"] = merchant.rotate_webhook_secret()
                 merchant.save(update_fields=["webhook_secret"])
         return Response(MerchantSerializer(merchant, context=context).data)

@@ -86,6 +86,20 @@ def test_a_sent_purchase_is_posted_signed_to_the_merchant(
     assert (delivery.state, delivery.attempts, delivery.last_status) == ("delivered", 1, 200)
 
 
+def test_the_signing_secret_can_be_rotated(shop: Any, upstream: Any, receiver: Receiver) -> None:
+    old = subscribe(shop, receiver.url)
+    response = shop.client.patch("/api/v1/merchant", {"rotate_webhook_secret": True}, format="json")
+    new = response.json()["webhook_secret"]
+    assert new.startswith("whsec_") and new != old
+    shop.post_purchase()
+
+    deliver_all()
+
+    [(headers, body)] = receiver.received
+    assert webhooks.verify(new, headers["X-Cashback-Signature"], body)
+    assert not webhooks.verify(old, headers["X-Cashback-Signature"], body)
+
+
 def test_an_old_signature_is_refused_as_a_replay() -> None:
     header = webhooks.sign("whsec_x", 1_000_000, b"{}")
     assert webhooks.verify("whsec_x", header, b"{}", now=1_000_100)
