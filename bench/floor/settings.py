@@ -1,0 +1,29 @@
+"""Settings of the floor: a bare Django project on the gateway's database and upstream.
+
+The database (with its connection pool), the secrets and the upstream URL are the
+gateway's own, read by importing its settings module, so both sides of a comparison talk
+to the same PostgreSQL and sandbox the same way. Nothing else is installed.
+"""
+
+from __future__ import annotations
+
+from gateway import settings as gateway
+
+SECRET_KEY = gateway.SECRET_KEY
+API_KEY_HMAC_SECRET = gateway.API_KEY_HMAC_SECRET
+DEBUG = False
+ALLOWED_HOSTS = gateway.ALLOWED_HOSTS
+DATABASES = gateway.DATABASES
+INSTALLED_APPS: list[str] = []
+MIDDLEWARE: list[str] = []
+ROOT_URLCONF = "bench.floor.urls"
+USE_TZ = True
+TIME_ZONE = "UTC"
+
+CASHBACK_API_URL = gateway.CASHBACK_API_URL
+CASHBACK_PARTNER = gateway.CASHBACK_PARTNER
+CASHBACK_PARTNER_KEY = gateway.CASHBACK_PARTNER_KEY
+CASHBACK_TIMEOUT = gateway.CASHBACK_TIMEOUT
+CASHBACK_HTTP_POOL_SIZE = gateway.CASHBACK_HTTP_POOL_SIZE
+
+LOGGING_CONFIG = None

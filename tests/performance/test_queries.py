@@ -1,0 +1,72 @@
+"""A purchase POST costs a fixed, small number of SQL statements.
+
+The numbers count every statement the request sends, transaction control included (in a
+test, `atomic` blocks become SAVEPOINT / RELEASE SAVEPOINT pairs). A change that adds a
+query to the purchase path shows up here; raise a number only on purpose.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Any
+
+from merchants.models import Balance, EntryKind
+from merchants.services import record_entry
+
+# Key lookup; replay lookup; store (savepoint, insert, release); claim (conditional update);
+# record (savepoint, lock the purchase, insert the attempt, update the purchase, release).
+NEW_PURCHASE_QUERIES = 11
+# The same, plus the reservation (lock the balance, move it, write the entry, mark the hold)
+# and the capture (lock the balance, move it, write the entry).
+FUNDED_PURCHASE_QUERIES = NEW_PURCHASE_QUERIES + 7
+# Key lookup and replay lookup only: nothing is written and upstream is not called.
+REPLAY_QUERIES = 2
+
+
+def warm_up(shop: Any) -> None:
+    """Send one purchase first, so the key's last-used stamp (once a minute) is written."""
+    assert shop.post_purchase(order_id="warm-up").status_code == 201
+
+
+def test_a_new_purchase_costs_eleven_queries(
+    shop: Any, upstream: Any, django_assert_num_queries: Any
+) -> None:
+    warm_up(shop)
+
+    with django_assert_num_queries(NEW_PURCHASE_QUERIES):
+        response = shop.post_purchase(order_id="A-1")
+
+    assert response.status_code == 201
+    assert response.json()["status"] == "sent"
+    assert upstream.state.requests == 2
+
+
+def test_a_funded_purchase_adds_only_its_reservation_and_capture(
+    make_merchant: Any, upstream: Any, django_assert_num_queries: Any
+) -> None:
+    shop = make_merchant(percentage="5")
+    record_entry(shop.merchant, EntryKind.DEPOSIT, Decimal("100.00"), "EUR")
+    warm_up(shop)
+
+    with django_assert_num_queries(FUNDED_PURCHASE_QUERIES):
+        response = shop.post_purchase(order_id="A-1")
+
+    assert response.status_code == 201
+    body = response.json()
+    assert (body["status"], body["partner_cashback_percentage"]) == ("sent", "5")
+    balance = Balance.objects.get(merchant=shop.merchant, currency="EUR")
+    # Two purchases of 12.50 EUR at 5 %: 0.625 rounded up to 0.63 each, both captured.
+    assert (balance.available, balance.reserved) == (Decimal("98.74"), Decimal("0.00"))
+
+
+def test_a_replay_costs_two_queries_and_no_upstream_call(
+    shop: Any, upstream: Any, django_assert_num_queries: Any
+) -> None:
+    warm_up(shop)
+
+    with django_assert_num_queries(REPLAY_QUERIES):
+        response = shop.post_purchase(order_id="warm-up")
+
+    assert response.status_code == 200
+    assert response.headers["Idempotent-Replayed"] == "true"
+    assert upstream.state.requests == 1
