@@ -8,6 +8,7 @@ from django.utils.dateparse import parse_date, parse_datetime
 from django.utils.timezone import make_aware
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import generics, serializers, status
+from rest_framework.exceptions import NotFound
 from rest_framework.pagination import CursorPagination
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -38,11 +39,28 @@ class NewestFirst(CursorPagination):
     page_size_query_param = "page_size"
     max_page_size = 200
 
+    def decode_cursor(self, request: Request) -> Any:
+        cursor = super().decode_cursor(request)
+        # A crafted cursor's position reaches the query as a created_at value; one that is not
+        # a date-time would raise there (a 500), so it is answered like any invalid cursor.
+        if cursor is not None and cursor.position is not None:
+            try:
+                valid = parse_datetime(cursor.position) is not None
+            except ValueError:
+                valid = False
+            if not valid:
+                raise NotFound(self.invalid_cursor_message)
+        return cursor
+
 
 def _parse_time(value: str, name: str, *, end: bool = False) -> Any:
-    moment = parse_datetime(value)
+    try:
+        moment = parse_datetime(value)
+        day = parse_date(value) if moment is None else None
+    except ValueError:
+        # Well formed but impossible, e.g. 2026-13-45: parse_date raises instead of None.
+        moment = day = None
     if moment is None:
-        day = parse_date(value)
         if day is None:
             raise serializers.ValidationError({name: ["Use an ISO 8601 date or date-time."]})
         from datetime import datetime, time
@@ -135,7 +153,12 @@ class PurchaseDetail(generics.GenericAPIView):
         responses={200: PurchaseSerializer, **errors(404, *AUTH_ERRORS)},
     )
     def get(self, request: Request, order_id: str) -> Response:
-        purchase = Purchase.objects.filter(merchant=request.user, order_id=order_id).first()
+        # No order id holds NUL (validation refuses it), and PostgreSQL cannot even compare one.
+        purchase = (
+            None
+            if "\x00" in order_id
+            else Purchase.objects.filter(merchant=request.user, order_id=order_id).first()
+        )
         if purchase is None:
             return Response({"detail": "No such purchase."}, status=status.HTTP_404_NOT_FOUND)
         return Response(purchase_resource(purchase))

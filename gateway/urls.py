@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from django.contrib import admin
 from django.db import connection
-from django.http import HttpRequest, JsonResponse
+from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.urls import include, path
+from django.views import defaults
 from django.views.decorators.http import require_GET
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitView
 
@@ -27,6 +28,33 @@ def readyz(request: HttpRequest) -> JsonResponse:
     except Exception:
         return JsonResponse({"status": "unavailable", "database": "unreachable"}, status=503)
     return JsonResponse({"status": "ok", "database": "ok"})
+
+
+def not_found(request: HttpRequest, exception: Exception) -> HttpResponse:
+    """Answer an unrouted API path (e.g. an order id with a newline) as JSON, like the API."""
+    if request.path.startswith("/api/"):
+        return JsonResponse({"detail": "Not found."}, status=404)
+    return defaults.page_not_found(request, exception)
+
+
+def server_error(request: HttpRequest) -> HttpResponse:
+    """Answer a crash as JSON to API clients; drop-in clients read only `result`."""
+    if request.path == "/new_purchase":
+        return JsonResponse(
+            {
+                "result": "error",
+                "error": "internal error in the gateway; the purchase may be stored, so do not "
+                "request cashback for this order_id anywhere else",
+            },
+            status=500,
+        )
+    if request.path.startswith("/api/"):
+        return JsonResponse({"detail": "Internal server error."}, status=500)
+    return defaults.server_error(request)
+
+
+handler404 = not_found
+handler500 = server_error
 
 
 urlpatterns = [
