@@ -130,3 +130,25 @@ def test_a_worker_killed_mid_call_leaves_unknown_that_is_never_resent(
     purchase.refresh_from_db()
     assert purchase.status == Status.UNKNOWN
     assert upstream.state.requests == 1
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_worker_exits_cleanly_on_sigterm() -> None:
+    proc = subprocess.Popen(
+        [sys.executable, "manage.py", "cashback_worker"],
+        cwd=ROOT,
+        env=child_env(CASHBACK_WORKER_IDLE_SLEEP="0.1", LOG_LEVEL="INFO"),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        assert proc.stderr is not None
+        started = b""
+        while b"worker started" not in started and time.monotonic() < deadline:
+            started += proc.stderr.readline()
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(15) == 0
+        assert b"worker stopped" in proc.stderr.read()
+    finally:
+        proc.kill()
