@@ -39,7 +39,10 @@ def authenticate_key(raw: str, client_ip: str | None = None) -> ApiKey | None:
     if not all(c in _HEX for c in prefix):
         # Issued prefixes are hex; anything else (a NUL upsets PostgreSQL) cannot match.
         prefix = _NO_PREFIX
-    key = ApiKey.objects.select_related("merchant").filter(prefix=prefix).first()
+    # The prefix is unique: no ORDER BY (`.first()` would add one), measured 0.2 ms a request.
+    key = next(
+        iter(ApiKey.objects.select_related("merchant").filter(prefix=prefix).order_by()[:1]), None
+    )
     expected = key.hashed_key if key is not None else _DUMMY_HASH
     matches = hmac.compare_digest(expected, hash_api_key(raw))
     usable = key is not None and key.is_usable
