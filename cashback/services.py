@@ -76,14 +76,14 @@ def submit_purchase(
                 ]
             },
         )
-    existing = Purchase.objects.filter(merchant=merchant, order_id=data.order_id).first()
+    existing = _stored(merchant, data.order_id)
     if existing is not None:
         return _replay(existing, data, requested), False
     try:
         purchase = _store(merchant, data, requested)
     except IntegrityError:
         # A concurrent request stored the same order id first (or reused the unit).
-        existing = Purchase.objects.filter(merchant=merchant, order_id=data.order_id).first()
+        existing = _stored(merchant, data.order_id)
         if existing is not None:
             return _replay(existing, data, requested), False
         raise Conflict(
@@ -93,6 +93,13 @@ def submit_purchase(
     if send:
         purchase = send_now(purchase)
     return purchase, True
+
+
+def _stored(merchant: Merchant, order_id: str) -> Purchase | None:
+    """Return the merchant's purchase with this order id, if one is stored."""
+    # (merchant, order_id) is unique: no ORDER BY, which `.first()` would add for nothing.
+    found = Purchase.objects.filter(merchant=merchant, order_id=order_id).order_by()[:1]
+    return next(iter(found), None)
 
 
 def _replay(existing: Purchase, data: PurchaseInput, requested: Decimal) -> Purchase:
