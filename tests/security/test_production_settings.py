@@ -33,15 +33,6 @@ def test_check_deploy_is_clean_with_a_production_environment() -> None:
     assert result.stdout.strip() == "System check identified no issues (1 silenced)."
 
 
-def test_check_deploy_warns_when_hsts_is_off() -> None:
-    result = manage(
-        "check", "--deploy", "--fail-level", "WARNING", env=production_env(SECURE_HSTS_SECONDS="0")
-    )
-
-    assert result.returncode == 1
-    assert "security.W004" in result.stderr
-
-
 SECRET_MISSING = (
     "SECRET_KEY is not set. Set SECRET_KEY to a long random string "
     "(`make run` writes one into .env), or set DEBUG=on for development."
