@@ -6,6 +6,7 @@ import contextvars
 import logging
 import re
 from typing import Any
+from urllib.parse import quote, quote_plus
 
 from django.conf import settings
 from gunicorn.glogging import Logger as GunicornLogger
@@ -15,8 +16,9 @@ request_id_var: contextvars.ContextVar[str] = contextvars.ContextVar("request_id
 # Attributes every LogRecord has; anything else came from `extra=` and is printed as a field.
 _STANDARD = set(logging.makeLogRecord({}).__dict__) | {"message", "asctime", "request_id", "fields"}
 
-# Our API keys and webhook secrets have a recognisable shape (see merchants.models).
-SECRET_PATTERN = re.compile(r"\b(cbk|whsec)_[A-Za-z0-9_-]{8,}")
+# Our API keys and webhook secrets have a recognisable shape (see merchants.models). No
+# leading word boundary: in a URL-encoded line a key follows "%20" or "%3A" directly.
+SECRET_PATTERN = re.compile(r"(cbk|whsec)_[A-Za-z0-9_-]{8,}")
 REDACTED = "[redacted]"
 
 
@@ -24,8 +26,10 @@ def redact(text: str) -> str:
     """Return `text` with the partner key and anything shaped like an API key removed."""
     # Gunicorn's master logs before (or without) Django settings; only the pattern applies.
     partner_key = settings.CASHBACK_PARTNER_KEY if settings.configured else ""
-    if partner_key and partner_key in text:
-        text = text.replace(partner_key, REDACTED)
+    if partner_key:
+        # As written, and as it would appear in a URL or a form body.
+        for form in {partner_key, quote(partner_key, safe=""), quote_plus(partner_key)}:
+            text = text.replace(form, REDACTED)
     return SECRET_PATTERN.sub(REDACTED, text)
 
 

@@ -8,6 +8,7 @@ import logging
 import secrets
 from collections.abc import Iterator
 from typing import Any
+from urllib.parse import quote_plus
 
 import pytest
 import requests
@@ -25,7 +26,8 @@ OUTCOMES = ("ok", "error", "auth", "429", "503", "500", "garbage", "drop", "slow
 @pytest.fixture
 def secret_upstream(settings: Any) -> Iterator[SandboxServer]:
     """A sandbox that expects a distinctive partner key, which the gateway is given."""
-    settings.CASHBACK_PARTNER_KEY = "pk-" + secrets.token_urlsafe(24)
+    # With characters that URL encoding changes, as real keys may have.
+    settings.CASHBACK_PARTNER_KEY = "pk-" + secrets.token_urlsafe(24) + "/+="
     settings.CASHBACK_TIMEOUT = 0.5  # the "slow" outcome times out quickly
     server = start_in_thread(settings.CASHBACK_PARTNER, settings.CASHBACK_PARTNER_KEY)
     server.state.slow_seconds = 1.0
@@ -69,6 +71,7 @@ def test_no_secret_in_responses_logs_or_attempts_through_every_outcome(
     log = logging.getLogger("tests.security")
     webhook_secret = shop.merchant.rotate_webhook_secret()
     log.warning("keys %s %s %s", partner_key, shop.key, webhook_secret, extra={"k": shop.key})
+    log.warning("GET /x?auth=Bearer%%20%s&p=%s", shop.key, quote_plus(partner_key))
     try:
         raise ValueError(f"upstream refused {partner_key}")
     except ValueError:
@@ -90,7 +93,8 @@ def test_no_secret_in_responses_logs_or_attempts_through_every_outcome(
     assert output.count("upstream attempt") == len(OUTCOMES)
     assert f"keys {REDACTED} {REDACTED} {REDACTED} k={REDACTED}" in output
     assert f"ValueError: upstream refused {REDACTED}" in output
-    for secret in (partner_key, shop.key, webhook_secret):
+    assert f"GET /x?auth=Bearer%20{REDACTED}&p={REDACTED}" in output
+    for secret in (partner_key, quote_plus(partner_key), shop.key, webhook_secret):
         assert secret not in output
         assert not [b for b in bodies if secret.encode() in b]
     attempts = list(Attempt.objects.values_list("error", "worker"))
