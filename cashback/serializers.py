@@ -66,13 +66,20 @@ class PurchaseRequestSerializer(serializers.Serializer):
         help_text="Unique per merchant; a repeat with the same fields is answered idempotently.",
     )
     description = serializers.CharField(
-        max_length=1000, required=False, allow_blank=True, trim_whitespace=False, default=""
+        max_length=1000,
+        required=False,
+        allow_blank=True,
+        trim_whitespace=False,
+        default="",
+        help_text="What was bought; absent means empty.",
     )
     address = serializers.CharField(
         max_length=300,
         help_text="An Obyte address (an `obyte:` or `byteball:` prefix is stripped) or an email address.",
     )
-    currency = serializers.ChoiceField(choices=Currency.choices)
+    currency = serializers.ChoiceField(
+        choices=Currency.choices, help_text="The currency the purchase was paid in."
+    )
     currency_amount = ExactDecimalField(
         help_text="Greater than 0; at most 2 decimals for USD/EUR/RUR, 8 for BTC, 9 for GBYTE; "
         "at most 18 digits in all."
@@ -172,27 +179,41 @@ class PurchaseSerializer(serializers.Serializer):
     """The purchase resource (documentation of `purchase_resource`, which renders it)."""
 
     id = serializers.UUIDField(help_text="The gateway's id of the purchase.")
-    order_id = serializers.CharField()
-    customer = serializers.CharField()
-    description = serializers.CharField(allow_blank=True)
-    address = serializers.CharField()
+    order_id = serializers.CharField(help_text="The merchant's order id, as reported.")
+    customer = serializers.CharField(help_text="The customer id, as reported.")
+    description = serializers.CharField(allow_blank=True, help_text="Empty when none was given.")
+    address = serializers.CharField(
+        help_text="The Obyte address (without a QR prefix) or email address paid."
+    )
     currency = serializers.ChoiceField(choices=Currency.choices)
     currency_amount = serializers.DecimalField(
         max_digits=27, decimal_places=9, coerce_to_string=True
     )
-    requested_partner_cashback_percentage = serializers.DecimalField(max_digits=5, decimal_places=2)
+    requested_partner_cashback_percentage = serializers.DecimalField(
+        max_digits=5,
+        decimal_places=2,
+        help_text="The percentage asked for (the merchant's default when none was given).",
+    )
     partner_cashback_percentage = serializers.DecimalField(
         max_digits=5,
         decimal_places=2,
         help_text="The percentage applied (0 when the deposit did not cover it).",
     )
-    purchase_unit = serializers.CharField(allow_null=True)
-    status = serializers.ChoiceField(choices=Status.choices)
+    purchase_unit = serializers.CharField(
+        allow_null=True, help_text="The customer's GBYTE payment unit, if reported."
+    )
+    status = serializers.ChoiceField(
+        choices=Status.choices,
+        help_text="sent, rejected and failed are final; queued, sending, pending and unknown "
+        "are on their way (unknown waits for an admin to reconcile it).",
+    )
     cashback_amount = serializers.IntegerField(
         allow_null=True, help_text="Cashback paid, in bytes."
     )
     unit = serializers.CharField(allow_null=True, help_text="The unit that paid the cashback.")
-    error = serializers.CharField(allow_null=True)
+    error = serializers.CharField(
+        allow_null=True, help_text="Upstream's message for a rejection, or why it is pending."
+    )
     attempts = serializers.IntegerField(help_text="Upstream attempts so far.")
     created_at = serializers.DateTimeField()
     updated_at = serializers.DateTimeField()

@@ -15,7 +15,11 @@ from merchants.webhooks import WebhookUrlError, check_webhook_url
 class MerchantSerializer(serializers.ModelSerializer):
     """The caller's own settings; only `webhook_url` can be changed."""
 
-    merchant_id = serializers.CharField(source="public_id", read_only=True)
+    merchant_id = serializers.CharField(
+        source="public_id",
+        read_only=True,
+        help_text="Your public id: sent upstream as `merchant`; the `partner` of /new_purchase.",
+    )
     default_partner_cashback_percentage = serializers.DecimalField(
         source="default_percentage", max_digits=5, decimal_places=2, read_only=True
     )
@@ -59,8 +63,14 @@ class MerchantSerializer(serializers.ModelSerializer):
 
 class BalanceSerializer(serializers.Serializer):
     currency = serializers.ChoiceField(choices=Currency.choices)
-    available = serializers.DecimalField(max_digits=27, decimal_places=9)
-    reserved = serializers.DecimalField(max_digits=27, decimal_places=9)
+    available = serializers.DecimalField(
+        max_digits=27, decimal_places=9, help_text="Free to fund partner cashback."
+    )
+    reserved = serializers.DecimalField(
+        max_digits=27,
+        decimal_places=9,
+        help_text="Held for purchases whose outcome is not final yet.",
+    )
 
     def to_representation(self, instance: dict[str, Any]) -> dict[str, Any]:
         return {
@@ -79,7 +89,9 @@ class LedgerEntrySerializer(serializers.Serializer):
     kind = serializers.ChoiceField(choices=EntryKind.choices)
     currency = serializers.ChoiceField(choices=Currency.choices)
     amount = serializers.DecimalField(max_digits=27, decimal_places=9, help_text="Signed.")
-    order_id = serializers.CharField(allow_null=True)
+    order_id = serializers.CharField(
+        allow_null=True, help_text="The purchase the entry concerns; null for deposits."
+    )
     memo = serializers.CharField(allow_blank=True)
     created_at = serializers.DateTimeField()
 
