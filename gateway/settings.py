@@ -211,6 +211,21 @@ AXES_RESET_ON_SUCCESS = True
 AXES_VERBOSE = False
 AXES_HANDLER = "axes.handlers.database.AxesDatabaseHandler"
 
+
+def _client_ip(request: object) -> str:
+    """Return the client's address as the API throttles see it (`NUM_PROXIES` aware).
+
+    Behind a load balancer every REMOTE_ADDR is the balancer's, so counting lockouts by it
+    would let ten failures by anyone lock every admin out; with NUM_PROXIES=0 a forged
+    X-Forwarded-For is ignored.
+    """
+    from rest_framework.throttling import BaseThrottle
+
+    return BaseThrottle().get_ident(request)
+
+
+AXES_CLIENT_IP_CALLABLE = _client_ip
+
 # --- REST framework -------------------------------------------------------------------------
 
 API_THROTTLE_RATE = env.str("API_THROTTLE_RATE", default="20/s")
