@@ -80,7 +80,8 @@ def host_env(**overrides: str) -> dict[str, str]:
             "API_KEY_HMAC_SECRET": settings.API_KEY_HMAC_SECRET,
             "DATABASE_URL": database_url(),
             "DATABASE_POOL_MIN": "1",
-            "DATABASE_POOL_MAX": "6",
+            # Small pools: other test runs share this PostgreSQL and its 100 connections.
+            "DATABASE_POOL_MAX": "4",
             "ALLOWED_HOSTS": f"{HOST_A},{HOST_B},127.0.0.1,localhost",
             "CASHBACK_SANDBOX": "on",
             "API_THROTTLE_RATE": "off",
@@ -88,7 +89,7 @@ def host_env(**overrides: str) -> dict[str, str]:
             "SECURE_COOKIES": "off",
             "DEBUG": "off",
             "LOG_LEVEL": "WARNING",
-            "GUNICORN_WORKERS": "2",
+            "GUNICORN_WORKERS": "1",
             "GUNICORN_THREADS": "4",
             "PYTHONUNBUFFERED": "1",
         }
@@ -262,7 +263,7 @@ def test_two_hosts_and_two_workers_lose_nothing_and_send_nothing_twice(
         CASHBACK_RETRY_SCHEDULE="1,1,2",
         CASHBACK_QUEUED_GRACE="1",
         CASHBACK_WORKER_IDLE_SLEEP="0.2",
-        CASHBACK_WORKER_THREADS="4",
+        CASHBACK_WORKER_THREADS="3",
         # Short leases, so `sending` rows of the killed processes turn `unknown` quickly.
         CASHBACK_TIMEOUT="5",
         CASHBACK_CONNECT_TIMEOUT="1",
@@ -383,7 +384,7 @@ def test_two_hosts_and_two_workers_lose_nothing_and_send_nothing_twice(
 
 def test_an_api_key_limit_is_shared_by_every_host_and_process(cluster: Cluster) -> None:
     port = free_port(HOST_A, HOST_B)
-    cluster.env = host_env(CACHE_URL=redis_url(), API_THROTTLE_RATE="10/m", GUNICORN_WORKERS="1")
+    cluster.env = host_env(CACHE_URL=redis_url(), API_THROTTLE_RATE="10/m")
     start_gateway(cluster, "gateway-a", HOST_A, port)
     start_gateway(cluster, "gateway-b", HOST_B, port)
     key = create_merchant("Throttled shop", "throttled-shop")
