@@ -375,7 +375,15 @@ def test_two_hosts_and_two_workers_lose_nothing_and_send_nothing_twice(
     # Nothing was rejected or failed: only `sent`, or `unknown` where a kill hid the answer.
     assert set(statuses) <= {Status.SENT, Status.UNKNOWN}
     assert statuses[Status.SENT] > 0
-    assert {p.error for p in purchases.values() if p.status == Status.UNKNOWN} <= AMBIGUOUS
+    unexplained = [
+        (o, p.error)
+        for o, p in purchases.items()
+        if p.status == Status.UNKNOWN
+        and p.error not in AMBIGUOUS
+        # A body cut short by the killed upstream (requests' ChunkedEncodingError and kin).
+        and not (p.error or "").startswith("request failed (")
+    ]
+    assert unexplained == []
     # The ledger was exercised both ways: reservations captured, and downgrades once it ran dry.
     assert any(p.hold == Hold.CAPTURED for p in purchases.values())
     assert any(p.percentage == 0 and p.reserved_minor == 0 for p in purchases.values())
