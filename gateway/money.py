@@ -106,6 +106,14 @@ def from_minor(minor: int, currency: str) -> Decimal:
     return Decimal(minor).scaleb(-PRECISION[currency]).quantize(quantum(currency))
 
 
+def format_minor(minor: int, currency: str) -> str:
+    """Return minor units as the text of `from_minor` ("12.50"), with integers only (fast)."""
+    places = PRECISION[currency]
+    whole, part = divmod(abs(minor), 10**places)
+    text = f"{whole}.{part:0{places}d}" if places else str(whole)
+    return "-" + text if minor < 0 else text
+
+
 def format_plain(d: Decimal) -> str:
     """Return `d` as a plain decimal string, never in exponent notation ("1E-9")."""
     s = format(d, "f")

@@ -5,16 +5,19 @@ from __future__ import annotations
 import csv
 import io
 import zipfile
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 from decimal import Decimal
 from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from openpyxl import load_workbook
 
 from cashback import reports
 from cashback.reports import Period, ReportError, ReportFilter
+from gateway.money import PRECISION, format_minor, from_minor
 from tests.reports.conftest import BERLIN, UNIT_1, UNIT_2, UNIT_3, DataSet
 
 OCTOBER = Period(date(2026, 10, 1), date(2026, 10, 31), BERLIN)
@@ -337,3 +340,57 @@ def test_default_zone_is_the_server_time_zone(settings: Any) -> None:
 
     assert reports.parse_zone("") == ZoneInfo("Asia/Tokyo")
     assert reports.parse_zone(None).key == "Asia/Tokyo"
+
+
+@given(
+    minor=st.integers(min_value=-(10**18), max_value=10**18),
+    currency=st.sampled_from(list(PRECISION)),
+)
+def test_csv_amount_text_is_the_exact_decimal(minor: int, currency: str) -> None:
+    assert format_minor(minor, currency) == format(from_minor(minor, currency), "f")
+
+
+def stored_text(moment: datetime, postgres: bool) -> str:
+    """Return a UTC time as PostgreSQL (session in UTC) or SQLite write it as text."""
+    text = moment.astimezone(UTC).replace(tzinfo=None).isoformat(" ")
+    if postgres:
+        if "." in text:
+            text = text.rstrip("0")
+        text += "+00"
+    return text
+
+
+@given(
+    moment=st.datetimes(
+        min_value=datetime(1970, 1, 2), max_value=datetime(2100, 1, 1), timezones=st.just(UTC)
+    ),
+    zone=st.sampled_from(
+        [
+            "Europe/Berlin",
+            "Asia/Kolkata",
+            "America/St_Johns",
+            "Australia/Lord_Howe",
+            "UTC",
+            "America/Sao_Paulo",
+        ]
+    ),
+    postgres=st.booleans(),
+)
+def test_local_times_from_stored_text_match_datetime(
+    moment: datetime, zone: str, postgres: bool
+) -> None:
+    tz = ZoneInfo(zone)
+    times = reports._LocalTimes(tz)
+
+    # Twice: the second answer may come from the hour cache.
+    for _ in range(2):
+        assert times.iso(stored_text(moment, postgres)) == moment.astimezone(tz).isoformat()
+
+
+def test_local_times_around_a_change_of_offset() -> None:
+    times = reports._LocalTimes(BERLIN)
+
+    assert times.iso("2026-10-25 00:59:59.999999+00") == "2026-10-25T02:59:59.999999+02:00"
+    assert times.iso("2026-10-25 01:00:00+00") == "2026-10-25T02:00:00+01:00"
+    assert times.iso("2026-10-25 01:00:00.5") == "2026-10-25T02:00:00.500000+01:00"
+    assert times.iso("2026-03-29 01:00:00+00") == "2026-03-29T03:00:00+02:00"
