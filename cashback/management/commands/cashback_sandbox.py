@@ -39,3 +39,5 @@ class Command(BaseCommand):
             pass
         finally:
             server.server_close()
+            if state.journal is not None:
+                state.journal.close()
