@@ -53,8 +53,10 @@ test-postgres: install
 		echo "PostgreSQL does not answer at $(PG_URL): skipped the PostgreSQL run."; \
 	fi
 
+# PostgreSQL must be up (BENCH_DATABASE_URL, default .../cashback_bench). Memory mode:
+# make bench BENCH_ARGS="--memory 100000"
 bench: install
-	$(PY) bench/run.py
+	$(PY) bench/run.py $(BENCH_ARGS)
 
 # Audits every locked package (hashed, so pip-audit needs no resolver). --strict fails when a
 # package could not be looked up, so an unreachable vulnerability database is never "clean".

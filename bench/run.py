@@ -44,11 +44,11 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def wait_for(url: str, seconds: float = 30.0) -> None:
+def wait_for(url: str, seconds: float = 180.0) -> None:
     deadline = time.monotonic() + seconds
     while True:
         try:
-            urllib.request.urlopen(url, timeout=1).close()
+            urllib.request.urlopen(url, timeout=15).close()
             return
         except urllib.error.HTTPError:
             return  # it answered
@@ -147,7 +147,9 @@ FLOOR_APP = "bench.floor.wsgi:application"
 GATEWAY_APP = "gateway.wsgi:application"
 
 
-def load(server: Server, key: str, clients: int, seconds: float, tag: str) -> Result:
+def load(
+    server: Server, key: str, clients: int, seconds: float, tag: str, path: str = ""
+) -> Result:
     return run_load(
         server.name,
         server.port,
@@ -156,6 +158,7 @@ def load(server: Server, key: str, clients: int, seconds: float, tag: str) -> Re
         seconds=seconds,
         tag=tag,
         master_pid=server.process.pid,
+        path=path or "/api/v1/purchases",
     )
 
 
@@ -169,102 +172,125 @@ def fmt(r: Result) -> str:
 
 
 @dataclass
+class Target:
+    """One side of a comparison: a server and the path that takes the purchases."""
+
+    label: str
+    server: Server
+    path: str = "/api/v1/purchases"
+
+
+@dataclass
 class Comparison:
     title: str
-    a: list[Result]
-    b: list[Result]
+    labels: list[str]
+    runs: list[list[Result]]  # runs[i][j]: round i, target j; target 0 is the baseline
 
-    def ratios(self) -> list[float]:
-        return [b.rps / a.rps if a.rps else 0.0 for a, b in zip(self.a, self.b, strict=True)]
+    def ratios(self, j: int) -> list[float]:
+        return [r[j].rps / r[0].rps if r[0].rps else 0.0 for r in self.runs]
 
-    def p50_ratios(self) -> list[float]:
-        return [b.percentile(50) / a.percentile(50) for a, b in zip(self.a, self.b, strict=True)]
+    def p50_ratios(self, j: int) -> list[float]:
+        return [r[j].percentile(50) / r[0].percentile(50) for r in self.runs]
+
+    def column(self, j: int) -> list[Result]:
+        return [r[j] for r in self.runs]
 
 
 def compare(
-    title: str, a: Server, b: Server, key: str, clients: int, seconds: float, pairs: int
+    title: str, targets: list[Target], key: str, clients: int, seconds: float, rounds: int
 ) -> Comparison:
-    """Warm both up, then alternate A B A B …; print each run and each pair's ratio."""
-    print(f"\n== {title}: {clients} clients, {pairs} pairs of {seconds:g} s", flush=True)
+    """Warm every target up, then alternate them (A B A B …); print each run and ratio."""
+    print(f"\n== {title}: {clients} clients, {rounds} rounds of {seconds:g} s each", flush=True)
     stamp = f"{int(time.time() * 1000):x}"
-    for server in (a, b):
-        load(server, key, clients, 2.0, f"warm-{server.name}-{stamp}")
-    comparison = Comparison(title, [], [])
-    for i in range(pairs):
-        ra = load(a, key, clients, seconds, f"{a.name}-{stamp}-{i}")
-        rb = load(b, key, clients, seconds, f"{b.name}-{stamp}-{i}")
-        comparison.a.append(ra)
-        comparison.b.append(rb)
-        print(f"  {fmt(ra)}\n  {fmt(rb)}", flush=True)
+    for t in targets:
+        load(t.server, key, clients, 2.0, f"warm-{t.label}-{stamp}", t.path)
+    comparison = Comparison(title, [t.label for t in targets], [])
+    for i in range(rounds):
+        row = []
+        for t in targets:
+            r = load(t.server, key, clients, seconds, f"{t.label}-{stamp}-{i}", t.path)
+            r.label = t.label
+            row.append(r)
+            print(f"  {fmt(r)}", flush=True)
+        comparison.runs.append(row)
+        base = row[0]
         print(
-            f"  pair {i + 1}: {b.name}/{a.name} throughput {rb.rps / ra.rps:.2f}x, "
-            f"p50 {rb.percentile(50) / ra.percentile(50):.2f}x",
+            f"  round {i + 1}: "
+            + "; ".join(
+                f"{r.label}/{base.label} throughput {r.rps / base.rps:.2f}x, "
+                f"p50 {r.percentile(50) / base.percentile(50):.2f}x"
+                for r in row[1:]
+            ),
             flush=True,
         )
     return comparison
 
 
-def median_result(results: list[Result], attr: str) -> float:
+def median_of(results: list[Result], attr: str) -> float:
     values = {
         "rps": [r.rps for r in results],
         "p50": [r.percentile(50) for r in results],
         "p99": [r.percentile(99) for r in results],
         "cpu": [r.cpu_ms_per_request for r in results],
-        "errors": [float(r.errors) for r in results],
     }[attr]
     return statistics.median(values)
 
 
-def print_table(rows: list[tuple[Comparison, str]]) -> None:
-    """Print the summary as a Markdown table (medians over the pairs)."""
+def print_table(rows: list[tuple[Comparison, dict[str, str]]]) -> None:
+    """Print the summary as a Markdown table: medians over the rounds, ratios to side A."""
     print(
-        "\n| comparison | side | req/s | p50 ms | p99 ms | CPU ms/req | errors | "
-        "median ratio (B/A) | target |"
+        "\n| comparison | side | req/s | p50 ms | p99 ms | server CPU ms/req | errors "
+        "| median ratio to A | target |"
     )
     print("| --- | --- | ---: | ---: | ---: | ---: | ---: | --- | --- |")
-    for c, target in rows:
-        for side, results in (("A " + c.a[0].label, c.a), ("B " + c.b[0].label, c.b)):
-            is_b = results is c.b
+    for c, targets in rows:
+        for j, label in enumerate(c.labels):
+            results = c.column(j)
             ratio = (
-                f"throughput {statistics.median(c.ratios()):.2f}x, "
-                f"p50 {statistics.median(c.p50_ratios()):.2f}x"
-                if is_b
+                f"throughput {statistics.median(c.ratios(j)):.2f}x, "
+                f"p50 {statistics.median(c.p50_ratios(j)):.2f}x"
+                if j
                 else ""
             )
             print(
-                f"| {c.title if not is_b else ''} | {side} | {median_result(results, 'rps'):.0f} | "
-                f"{median_result(results, 'p50'):.1f} | {median_result(results, 'p99'):.1f} | "
-                f"{median_result(results, 'cpu'):.2f} | {sum(r.errors for r in results)} | "
-                f"{ratio} | {target if is_b else ''} |"
+                f"| {c.title if j == 0 else ''} | {'AB'[min(j, 1)]}{j if j > 1 else ''} {label} "
+                f"| {median_of(results, 'rps'):.0f} | {median_of(results, 'p50'):.1f} "
+                f"| {median_of(results, 'p99'):.1f} | {median_of(results, 'cpu'):.2f} "
+                f"| {sum(r.errors for r in results)} | {ratio} | {targets.get(label, '')} |"
             )
-    print(
-        "\nPer-pair throughput ratios: "
-        + "; ".join(f"{c.title}: " + ", ".join(f"{r:.2f}" for r in c.ratios()) for c, _ in rows)
-    )
+    print("\nPer-round throughput ratios to A:")
+    for c, _ in rows:
+        for j, label in enumerate(c.labels[1:], start=1):
+            print(f"  {c.title}, {label}: " + ", ".join(f"{r:.2f}" for r in c.ratios(j)))
 
 
 def run_comparisons(bench: Bench, key: str, args: argparse.Namespace) -> None:
-    rows: list[tuple[Comparison, str]] = []
+    rows: list[tuple[Comparison, dict[str, str]]] = []
     with (
         bench.sandbox(0),
         bench.gunicorn("floor", FLOOR_APP) as floor,
         bench.gunicorn("gateway", GATEWAY_APP) as gateway,
     ):
-        c = compare("upstream 0 ms", floor, gateway, key, 32, args.seconds, args.pairs)
-        rows.append((c, "≥ 0.80x, p50 ≤ 1.25x"))
+        targets = [Target("floor", floor), Target("gateway", gateway)]
+        if args.orm_floor:
+            targets.insert(1, Target("floor-orm", floor, "/orm/purchases"))
+        c = compare("upstream 0 ms", targets, key, 32, args.seconds, args.rounds)
+        rows.append((c, {"gateway": "≥ 0.80x, p50 ≤ 1.25x"}))
     with bench.sandbox(50):
         with (
             bench.gunicorn("floor", FLOOR_APP) as floor,
             bench.gunicorn("gateway", GATEWAY_APP) as gateway,
         ):
-            c = compare("upstream 50 ms", floor, gateway, key, 64, args.seconds, args.pairs)
-            rows.append((c, "≥ 0.80x"))
+            targets = [Target("floor", floor), Target("gateway", gateway)]
+            c = compare("upstream 50 ms", targets, key, 64, args.seconds, args.rounds)
+            rows.append((c, {"gateway": "≥ 0.80x"}))
         with (
             bench.gunicorn("gateway-sync", GATEWAY_APP, GUNICORN_WORKER_CLASS="sync") as sync,
             bench.gunicorn("gateway", GATEWAY_APP) as gateway,
         ):
-            c = compare("50 ms: sync vs threads", sync, gateway, key, 64, args.seconds, args.pairs)
-            rows.append((c, "≥ 3x"))
+            targets = [Target("gateway-sync", sync), Target("gateway", gateway)]
+            c = compare("50 ms: sync vs gthread", targets, key, 64, args.seconds, args.rounds)
+            rows.append((c, {"gateway": "≥ 3x"}))
     print_table(rows)
 
 
@@ -304,7 +330,12 @@ def run_memory(bench: Bench, key: str, args: argparse.Namespace) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--seconds", type=float, default=10.0, help="length of each run")
-    parser.add_argument("--pairs", type=int, default=3, help="A B pairs per comparison")
+    parser.add_argument("--rounds", type=int, default=3, help="A B rounds per comparison")
+    parser.add_argument(
+        "--orm-floor",
+        action="store_true",
+        help="at 0 ms, also run the floor's ORM variant (how much of the gap is the ORM)",
+    )
     parser.add_argument(
         "--memory", type=int, default=0, metavar="N", help="instead: RSS over N purchases"
     )

@@ -2,7 +2,7 @@
 
 The database (with its connection pool), the secrets and the upstream URL are the
 gateway's own, read by importing its settings module, so both sides of a comparison talk
-to the same PostgreSQL and sandbox the same way. Nothing else is installed.
+to the same PostgreSQL and sandbox the same way. No middleware, no DRF, no logging.
 """
 
 from __future__ import annotations
@@ -14,7 +14,8 @@ API_KEY_HMAC_SECRET = gateway.API_KEY_HMAC_SECRET
 DEBUG = False
 ALLOWED_HOSTS = gateway.ALLOWED_HOSTS
 DATABASES = gateway.DATABASES
-INSTALLED_APPS: list[str] = []
+# Only for the ORM variant of the floor (its models); nothing here adds per-request work.
+INSTALLED_APPS = ["django.contrib.contenttypes", "django.contrib.auth", "merchants", "cashback"]
 MIDDLEWARE: list[str] = []
 ROOT_URLCONF = "bench.floor.urls"
 USE_TZ = True
