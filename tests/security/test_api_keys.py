@@ -172,3 +172,12 @@ def test_a_forged_forwarded_address_is_not_stored_and_not_a_500(shop: Any, setti
 
     get_balance(shop.key, HTTP_X_FORWARDED_FOR="198.51.100.1, 192.0.2.9")
     assert ApiKey.objects.get(merchant=shop.merchant).last_used_ip == "192.0.2.9"
+
+
+def test_the_schema_documents_bearer_keys(shop: Any) -> None:
+    schema = shop.client.get("/api/schema/?format=json").json()
+
+    assert schema["components"]["securitySchemes"] == {
+        "apiKey": {"type": "http", "scheme": "bearer"}
+    }
+    assert schema["paths"]["/api/v1/balance"]["get"]["security"] == [{"apiKey": []}]

@@ -201,3 +201,17 @@ def test_the_eleventh_rapid_admin_login_failure_is_locked_out(
     assert locked.status_code == 429
     assert b"locked" in locked.content.lower()
     assert "_auth_user_id" not in client.session
+
+
+def test_a_chunked_body_is_refused_411_where_its_end_is_unknown(shop: Any) -> None:
+    # Django's development server does not decode chunks; gunicorn does (the test above).
+    response = shop.client.generic(
+        "POST",
+        "/api/v1/purchases",
+        b"",
+        content_type="application/json",
+        HTTP_TRANSFER_ENCODING="chunked",
+    )
+
+    assert response.status_code == 411
+    assert response.json() == {"detail": "Send a Content-Length header with the body."}
