@@ -251,8 +251,10 @@ class NewPurchaseView(APIView):
     def post(self, request: Request) -> Response:
         try:
             fields = _as_fields(request.data)
-        except exceptions.ParseError:
-            return Response(error("the request body is not valid JSON"))
+        except exceptions.ParseError as exc:
+            if "json" in (request.content_type or ""):
+                return Response(error("the request body is not valid JSON"))
+            return Response(error(str(exc.detail)))
         if fields is None:
             return Response(error(NOT_AN_OBJECT))
 

@@ -129,9 +129,6 @@ def errors(*codes: int) -> dict[int, OpenApiResponse]:
     return {code: _ERRORS[code] for code in sorted(set(codes))}
 
 
-# Every error, for code that has not been narrowed down yet.
-ERROR_RESPONSES = errors(*_ERRORS)
-
 RETRY_AFTER = OpenApiParameter(
     "Retry-After",
     int,

@@ -372,6 +372,11 @@ def test_invalid_input_is_an_error_with_http_200_and_nothing_is_stored(
         ("partner=x", "text/plain", 'Unsupported media type "text/plain" in request.'),
         (b"\xff\xfe{}", "application/json", "the request body is not valid JSON"),
         ("", "application/json", "authentication failed"),
+        (
+            "--x\r\nbroken",
+            "multipart/form-data",
+            "Multipart form parse error - Invalid boundary in multipart: None",
+        ),
     ],
 )
 def test_an_unreadable_body_is_an_error_with_http_200(
