@@ -68,8 +68,14 @@ def error(message: str) -> dict[str, Any]:
 
 def queued_message(purchase: Purchase) -> str:
     """Return the answer for a purchase whose outcome is not known yet."""
+    # `unknown` may have reached upstream: the processor reconciles it, nothing re-sends it.
+    next_step = (
+        "the processor is checking whether upstream received it"
+        if purchase.status == Status.UNKNOWN
+        else "the gateway will send it"
+    )
     return (
-        f"cashback is queued (status {purchase.status}) and will be retried by the gateway; "
+        f"cashback is queued (status {purchase.status}): {next_step}; "
         f"do not request cashback for order_id {purchase.order_id!r} anywhere else"
     )
 

@@ -405,9 +405,15 @@ def test_json_fields_of_the_wrong_type_are_errors(funded: MerchantWithKey, upstr
 # --- Outcomes ------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("mode", "status"), [("503", "pending"), ("500", "unknown")])
+@pytest.mark.parametrize(
+    ("mode", "status", "next_step"),
+    [
+        ("503", "pending", "the gateway will send it"),
+        ("500", "unknown", "the processor is checking whether upstream received it"),
+    ],
+)
 def test_an_undecided_outcome_says_the_cashback_is_queued(
-    funded: MerchantWithKey, upstream: Any, mode: str, status: str
+    funded: MerchantWithKey, upstream: Any, mode: str, status: str, next_step: str
 ) -> None:
     upstream.state.set_mode(mode)
     fields = known_client_fields(funded)
@@ -418,7 +424,7 @@ def test_an_undecided_outcome_says_the_cashback_is_queued(
 
     expected = {
         "result": "error",
-        "error": f"cashback is queued (status {status}) and will be retried by the gateway; "
+        "error": f"cashback is queued (status {status}): {next_step}; "
         f"do not request cashback for order_id {fields['order_id']!r} anywhere else",
     }
     assert first.status_code == again.status_code == 200
