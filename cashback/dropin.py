@@ -229,7 +229,7 @@ DROPIN_SCHEMA = extend_schema(
         OpenApiExample(
             "Queued",
             value=error(
-                "cashback is queued (status pending) and will be retried by the gateway; "
+                "cashback is queued (status pending): the gateway will send it; "
                 "do not request cashback for order_id 'A-1001' anywhere else"
             ),
             response_only=True,
