@@ -264,9 +264,7 @@ def record_outcome(
     """Store the attempt and, if this attempt still owns the purchase, its new status."""
     now = now or timezone.now()
     with transaction.atomic():
-        purchase = (
-            lock_purchase(purchase_id)
-        )
+        purchase = lock_purchase(purchase_id)
         Attempt.objects.create(
             purchase=purchase,
             number=attempt,
@@ -399,9 +397,7 @@ def retry(purchase_id: Any, user: Any, *, send: bool = True) -> Purchase:
     """
     now = timezone.now()
     with transaction.atomic():
-        purchase = (
-            lock_purchase(purchase_id)
-        )
+        purchase = lock_purchase(purchase_id)
         before = purchase.status
         if before not in (Status.UNKNOWN, Status.FAILED, Status.PENDING):
             raise DomainError(
@@ -458,9 +454,7 @@ def _resolve(
 ) -> Purchase:
     now = timezone.now()
     with transaction.atomic():
-        purchase = (
-            lock_purchase(purchase_id)
-        )
+        purchase = lock_purchase(purchase_id)
         before = purchase.status
         if before not in (Status.UNKNOWN, Status.PENDING):
             raise DomainError(
