@@ -11,11 +11,13 @@ from typing import Any
 import pytest
 import requests
 from django.contrib.auth.models import User
-from django.core.cache import cache
+from django.core.cache import cache, caches
+from django.core.cache.backends.redis import RedisCache
 from django.utils import timezone
 from rest_framework.test import APIClient
 
 from cashback.models import Purchase
+from merchants.models import ApiKey
 from tests.conftest import purchase_body
 
 THROTTLED = {"detail": "Request was throttled. Retry later."}
@@ -97,6 +99,7 @@ def redis_cache(settings: Any) -> Iterator[str]:
         cache.set("ping", 1, 5)
     except Exception as exc:  # the CI starts Redis; a laptop may not have it
         pytest.skip(f"Redis does not answer at {REDIS}: {exc}")
+    assert isinstance(caches["default"], RedisCache)
     yield prefix
 
 
@@ -117,6 +120,9 @@ def test_two_hosts_share_one_key_limit_through_redis(
     answers.append(there().status_code)
 
     assert answers == [200, 200, 200]
+    # Both processes wrote their requests into the one history in Redis.
+    key_pk = ApiKey.objects.get(merchant=shop.merchant).pk
+    assert len(cache.get(f"throttle_api_key_{key_pk}")) == 3, other_host.log()
     assert_throttled(shop.client.get("/api/v1/balance"))
     assert_throttled(there())
 
