@@ -18,6 +18,15 @@ from merchants.services import create_merchant
 ADDRESS = "WR5FPYE6LHBQ57ZCFUTJXDDNHWK5355S"
 
 
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    """Print the lines tests recorded with `record_property("summary", …)`, xdist or not."""
+    for outcome in ("passed", "failed"):
+        for report in terminalreporter.stats.get(outcome, []):
+            for name, value in getattr(report, "user_properties", []):
+                if name == "summary" and report.when == "call":
+                    terminalreporter.write_line(str(value))
+
+
 def pytest_collection_modifyitems(config: Any, items: list[Any]) -> None:
     """Skip tests marked `postgres` when the suite runs on SQLite."""
     from django.conf import settings

@@ -252,7 +252,7 @@ def wait_until_settled(timeout: float) -> None:
 
 
 def test_two_hosts_and_two_workers_lose_nothing_and_send_nothing_twice(
-    cluster: Cluster, tmp_path: Path
+    cluster: Cluster, tmp_path: Path, record_property: Callable[[str, object], None]
 ) -> None:
     port = free_port(HOST_A, HOST_B)
     sandbox_port = free_port("127.0.0.1")
@@ -342,14 +342,17 @@ def test_two_hosts_and_two_workers_lose_nothing_and_send_nothing_twice(
     not_sent = Attempt.objects.filter(purchase__merchant__public_id=SHOP, outcome=Outcome.NOT_SENT)
     retried_503 = not_sent.filter(http_status=503).values("purchase").distinct().count()
     retried_refused = not_sent.filter(http_status=None).values("purchase").distinct().count()
-    print(
-        f"\nmultihost: {client.orders} purchases, {len(client.answers)} requests, "
+    summary = (
+        f"multihost: {client.orders} purchases, {len(client.answers)} requests, "
         f"{len(range(0, client.orders, RACED_EVERY))} duplicates raced over 2 hosts, "
         f"{len(faults)} faults injected ({'; '.join(faults)}), "
         f"{retried_503} purchases pending on 503 and {retried_refused} on a refused "
         f"connection, final {dict(sorted(statuses.items()))}, upstream saw {len(counts)} orders, "
         f"lost {len(lost)}, sent twice {len(sent_twice)}, settled in {elapsed:.1f} s"
     )
+    print("\n" + summary)
+    # Shown at the end of every run, xdist included (tests/conftest.py prints "summary").
+    record_property("summary", summary)
 
     # Every answer came from a live host and was one the API promises for a new or replay.
     assert [a for a in answered if a.status not in (200, 201, 202)] == []
