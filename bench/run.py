@@ -1,6 +1,6 @@
 """Benchmark the purchase path against a floor, on PostgreSQL, and print the ratios.
 
-    .venv/bin/python bench/run.py                 # the three comparisons (a few minutes)
+    .venv/bin/python bench/run.py                 # the three comparisons (about 6 minutes)
     .venv/bin/python bench/run.py --memory 100000 # RSS of the workers over many purchases
 
 Each comparison starts the sandbox upstream with an added latency, the floor (bench/floor,
@@ -311,7 +311,13 @@ def run_memory(bench: Bench, key: str, args: argparse.Namespace) -> None:
         while sent < args.memory:
             r = load(gateway, key, 32, 10.0, f"mem-{stamp}-{i}")
             sent, errors, i = sent + r.ok, errors + r.errors, i + 1
-            print(f"  {sent} purchases, {r.rps:.0f}/s, errors {errors}", flush=True)
+            live = [rss_kib(pid) for pid in workers if Path(f"/proc/{pid}").exists()]
+            mean = sum(live) / len(live) / 1024 if live else 0.0
+            print(
+                f"  {sent} purchases, {r.rps:.0f}/s, errors {errors}, "
+                f"mean worker RSS {mean:.1f} MiB",
+                flush=True,
+            )
         after = {pid: rss_kib(pid) for pid in workers if Path(f"/proc/{pid}").exists()}
         print(f"\n{sent} purchases in {time.monotonic() - started:.0f} s, errors {errors}")
         print("| worker | RSS after warm-up (MiB) | RSS at end (MiB) | growth |")
@@ -332,9 +338,10 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=10.0, help="length of each run")
     parser.add_argument("--rounds", type=int, default=3, help="A B rounds per comparison")
     parser.add_argument(
-        "--orm-floor",
-        action="store_true",
-        help="at 0 ms, also run the floor's ORM variant (how much of the gap is the ORM)",
+        "--no-orm-floor",
+        dest="orm_floor",
+        action="store_false",
+        help="at 0 ms, skip the floor's ORM variant (it shows how much of the gap is the ORM)",
     )
     parser.add_argument(
         "--memory", type=int, default=0, metavar="N", help="instead: RSS over N purchases"
