@@ -27,6 +27,7 @@ def test_the_upstream_pool_is_as_large_as_the_threads_that_share_it(upstream: An
     assert adapter._pool_maxsize == threads
     assert adapter.poolmanager.connection_pool_kw["maxsize"] == threads
     barrier = threading.Barrier(threads)
+    outcomes: list[str] = []
 
     def send(n: int) -> None:
         barrier.wait()  # all threads at once, so the pool must hold `threads` connections
@@ -42,7 +43,7 @@ def test_the_upstream_pool_is_as_large_as_the_threads_that_share_it(upstream: An
                     "partner_cashback_percentage": "0",
                 }
             )
-            assert result.outcome == "ok"
+            outcomes.append(result.outcome)  # list.append is atomic; asserted below
 
     workers = [threading.Thread(target=send, args=(n,)) for n in range(threads)]
     for worker in workers:
@@ -50,6 +51,7 @@ def test_the_upstream_pool_is_as_large_as_the_threads_that_share_it(upstream: An
     for worker in workers:
         worker.join()
 
+    assert outcomes == ["ok"] * (threads * 10)
     assert upstream.state.requests == threads * 10
     # Never more connections than threads: no request waited for, or discarded, a socket.
     assert 1 <= upstream.state.connections <= threads
