@@ -1,0 +1,68 @@
+"""The throttle counter: atomic under a burst, and open when the cache is down."""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+import pytest
+
+from gateway.throttling import ApiKeyThrottle, parse_rate
+
+
+def test_rates_parse_like_drfs() -> None:
+    assert parse_rate("20/s") == (20, 1)
+    assert parse_rate("10/min") == (10, 60)
+    assert parse_rate("5/hour") == (5, 3600)
+    assert parse_rate("off") is None
+
+
+@pytest.mark.parametrize(
+    "backend",
+    [
+        {"BACKEND": "django.core.cache.backends.locmem.LocMemCache", "LOCATION": "burst"},
+        {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": "redis://127.0.0.1:6379/14",
+            "KEY_PREFIX": "burst-test",
+        },
+    ],
+)
+def test_a_burst_of_simultaneous_requests_passes_exactly_the_limit(
+    settings: Any, backend: dict[str, str]
+) -> None:
+    settings.CACHES = {"default": backend}
+    settings.API_THROTTLE_RATE = "10/m"
+    from django.core.cache import cache
+
+    cache.delete("throttle:api_key:burst")
+    barrier = threading.Barrier(30)
+    allowed: list[bool] = []
+
+    def hit() -> None:
+        throttle = ApiKeyThrottle()
+        barrier.wait()
+        allowed.append(throttle.count("burst", add=1) <= 10)
+
+    threads = [threading.Thread(target=hit) for _ in range(30)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+
+    assert allowed.count(True) == 10
+    cache.delete("throttle:api_key:burst")
+
+
+def test_an_unreachable_cache_lets_requests_through(settings: Any, caplog: Any) -> None:
+    settings.CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": "redis://127.0.0.1:1/0",  # nothing listens on port 1
+        }
+    }
+    settings.API_THROTTLE_RATE = "1/m"
+
+    throttle = ApiKeyThrottle()
+    assert [throttle.count("down", add=1) for _ in range(3)] == [0, 0, 0]
+    assert "throttle cache unavailable" in caplog.text
