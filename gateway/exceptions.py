@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
+from django import db
 from rest_framework import exceptions, status
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
+
+logger = logging.getLogger(__name__)
 
 
 class DomainError(Exception):
@@ -52,6 +56,15 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
     if isinstance(exc, DomainError):
         return Response(
             {"detail": exc.detail, "code": exc.code, **exc.extra}, status=exc.status_code
+        )
+    if isinstance(exc, db.OperationalError | db.InterfaceError):
+        # The database is down or its pool is exhausted: a load balancer should retry
+        # elsewhere, and a merchant later. What was stored stays stored.
+        logger.exception("database unavailable")
+        return Response(
+            {"detail": "The gateway cannot reach its database; retry later."},
+            status=status.HTTP_503_SERVICE_UNAVAILABLE,
+            headers={"Retry-After": "5"},
         )
     response = drf_exception_handler(exc, context)
     if response is None:
