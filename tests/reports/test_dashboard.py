@@ -359,3 +359,16 @@ def test_dashboard_queries_do_not_grow_with_the_number_of_merchants(
     assert board.totals.purchases == 60
     # Session, user, permissions, the merchant menu, one purchase aggregate, balances.
     assert len(few.captured_queries) <= 8
+
+
+@pytest.mark.django_db
+def test_command_refuses_xlsx_to_a_text_only_stdout() -> None:
+    with pytest.raises(CommandError) as excinfo:
+        call_command(
+            "export_payouts",
+            "--start=2026-10-01",
+            "--end=2026-10-31",
+            "--format=xlsx",
+            stdout=io.StringIO(),
+        )
+    assert str(excinfo.value) == "XLSX is binary and stdout takes text here: give --output FILE."

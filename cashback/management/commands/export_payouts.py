@@ -48,6 +48,8 @@ class Command(BaseCommand):
             with open(output, "wb") as f:
                 reports.write_xlsx(report, flt, f)
         else:
-            out = getattr(self.stdout, "_out", sys.stdout)
-            reports.write_xlsx(report, flt, out.buffer)
-            out.flush()
+            binary = getattr(getattr(self.stdout, "_out", sys.stdout), "buffer", None)
+            if binary is None:
+                raise CommandError("XLSX is binary and stdout takes text here: give --output FILE.")
+            reports.write_xlsx(report, flt, binary)
+            binary.flush()
