@@ -38,6 +38,7 @@ run: install
 lint: install
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(TEST_ENV) $(VENV)/bin/mypy gateway merchants cashback audit
 
 test: install lint test-sqlite test-postgres
 

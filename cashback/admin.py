@@ -35,7 +35,7 @@ class ReadOnlyInline(admin.TabularInline):
     show_change_link = False
 
     def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> list[str]:
-        return list(self.fields or [])
+        return [str(name) for name in self.fields or []]
 
     def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False

@@ -25,6 +25,7 @@ from django.http import (
     QueryDict,
     StreamingHttpResponse,
 )
+from django.http.response import HttpResponseBase
 from django.template.response import TemplateResponse
 from django.urls import path
 from django.views.decorators.http import require_GET
@@ -165,7 +166,7 @@ def _preset_query(selection: Selection, preset: str) -> str:
 
 
 @require_GET
-def export_view(request: HttpRequest, report: str, fmt: str) -> HttpResponse:
+def export_view(request: HttpRequest, report: str, fmt: str) -> HttpResponseBase:
     """Download a payout report: CSV streamed row by row, or an XLSX workbook."""
     _require_permission(request)
     if report not in reports.REPORTS or fmt not in reports.FORMATS:

@@ -270,7 +270,7 @@ class NewPurchaseView(APIView):
         request.auth = key
         throttle = ApiKeyThrottle()
         if not throttle.allow_request(request, self):
-            self.throttled(request, throttle.wait())
+            self.throttled(request, throttle.wait() or 1)
         merchant = key.merchant
         if not merchant.is_active:
             return Response(error(MERCHANT_DISABLED))

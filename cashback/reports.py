@@ -322,7 +322,7 @@ def dashboard(flt: ReportFilter, merchants: Iterable[Merchant]) -> Dashboard:
         row = rows.get(merchant_id)
         if row is None:
             row = rows[merchant_id] = MerchantRow(by_id[merchant_id], Figures())
-        group = dict(zip(measures, values, strict=True))
+        group: dict[str, Any] = dict(zip(measures, values, strict=True))
         group["currency"] = currency
         row.figures.add(group)
         totals.add(group)
@@ -415,7 +415,7 @@ def _detail_records(flt: ReportFilter) -> Iterator[tuple[Any, ...]]:
     timestamptz is pure Python and costs more than the rest of the row; `_LocalTimes`
     formats them from the text instead (several times faster on a million rows).
     """
-    text = CharField()
+    text: Any = CharField()
     return (
         flt.purchases()
         .order_by("created_at", "id")
@@ -504,8 +504,9 @@ class _LocalTimes:
         if fraction and not (fraction[0] == "." and fraction[1:].isdigit()):
             return self.slow(stored)
         hour = stored[:13]
-        cached = self.hours.get(hour, False)
-        if cached is False:
+        if hour in self.hours:
+            cached = self.hours[hour]
+        else:
             cached = self.hours[hour] = self._hour(hour)
         if cached is None:
             return self.slow(stored)

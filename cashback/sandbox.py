@@ -280,7 +280,7 @@ class SandboxServer(ThreadingHTTPServer):
     @property
     def url(self) -> str:
         host, port = self.server_address[:2]
-        return f"http://{host}:{port}/new_purchase"
+        return f"http://{host!s}:{port}/new_purchase"
 
 
 def start_in_thread(

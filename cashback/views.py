@@ -24,9 +24,10 @@ from gateway.schema import (
     RETRY_AFTER,
     errors,
 )
+from merchants.authentication import merchant_of
 
 # The answer to a newly stored purchase, by the status it reached.
-CREATED_STATUS = {
+CREATED_STATUS: dict[str, int] = {
     Status.SENT: status.HTTP_201_CREATED,
     Status.REJECTED: status.HTTP_422_UNPROCESSABLE_ENTITY,
     Status.FAILED: status.HTTP_422_UNPROCESSABLE_ENTITY,
@@ -45,7 +46,7 @@ class NewestFirst(CursorPagination):
         # a date-time would raise there (a 500), so it is answered like any invalid cursor.
         if cursor is not None and cursor.position is not None:
             try:
-                valid = parse_datetime(cursor.position) is not None
+                valid = parse_datetime(str(cursor.position)) is not None
             except ValueError:
                 valid = False
             if not valid:
@@ -76,7 +77,7 @@ class PurchaseListCreate(generics.GenericAPIView):
     pagination_class = NewestFirst
 
     def get_queryset(self) -> Any:
-        qs = Purchase.objects.filter(merchant=self.request.user)
+        qs = Purchase.objects.filter(merchant=merchant_of(self.request))
         params = self.request.query_params
         if "status" in params:
             if params["status"] not in Status.values:
@@ -111,6 +112,7 @@ class PurchaseListCreate(generics.GenericAPIView):
     )
     def get(self, request: Request) -> Response:
         page = self.paginate_queryset(self.get_queryset())
+        assert page is not None  # the view always paginates
         return self.get_paginated_response([purchase_resource(p) for p in page])
 
     @extend_schema(
@@ -135,7 +137,7 @@ class PurchaseListCreate(generics.GenericAPIView):
     def post(self, request: Request) -> Response:
         serializer = PurchaseRequestSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
-        purchase, created = services.submit_purchase(request.user, serializer.to_input())
+        purchase, created = services.submit_purchase(merchant_of(request), serializer.to_input())
         body = purchase_resource(purchase)
         if not created:
             return Response(
@@ -157,7 +159,7 @@ class PurchaseDetail(generics.GenericAPIView):
         purchase = (
             None
             if "\x00" in order_id
-            else Purchase.objects.filter(merchant=request.user, order_id=order_id).first()
+            else Purchase.objects.filter(merchant=merchant_of(request), order_id=order_id).first()
         )
         if purchase is None:
             return Response({"detail": "No such purchase."}, status=status.HTTP_404_NOT_FOUND)

@@ -17,7 +17,7 @@ class DomainError(Exception):
     """An error the API answers with a code, an HTTP status and a message for the merchant."""
 
     code = "error"
-    status_code = status.HTTP_400_BAD_REQUEST
+    status_code: int = status.HTTP_400_BAD_REQUEST
 
     def __init__(self, detail: str, *, extra: dict[str, Any] | None = None) -> None:
         super().__init__(detail)
@@ -73,6 +73,7 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
         response.data = {"detail": first_message(response.data), **response.data}
     elif isinstance(exc, exceptions.ValidationError):
         response.data = {"detail": first_message(response.data)}
-    if isinstance(exc, exceptions.Throttled) and exc.wait is not None:
-        response.data = {"detail": "Request was throttled. Retry later.", "retry_after": exc.wait}
+    wait = getattr(exc, "wait", None)  # set by DRF; missing from its stubs
+    if isinstance(exc, exceptions.Throttled) and wait is not None:
+        response.data = {"detail": "Request was throttled. Retry later.", "retry_after": wait}
     return response

@@ -7,6 +7,7 @@ loudly at start, not on the first request that needs it.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import environ
 from django.core.exceptions import ImproperlyConfigured
@@ -212,7 +213,7 @@ AXES_VERBOSE = False
 AXES_HANDLER = "axes.handlers.database.AxesDatabaseHandler"
 
 
-def _client_ip(request: object) -> str:
+def _client_ip(request: Any) -> str:
     """Return the client's address as the API throttles see it (`NUM_PROXIES` aware).
 
     Behind a load balancer every REMOTE_ADDR is the balancer's, so counting lockouts by it

@@ -369,7 +369,7 @@ class ApiKeyAdmin(admin.ModelAdmin):
     list_filter = ["revoked_at", "created_at"]
     search_fields = ["merchant__name", "merchant__public_id", "name", "prefix"]
     list_select_related = ["merchant"]
-    fields = [
+    readonly_fields = (
         "merchant",
         "name",
         "prefix",
@@ -379,8 +379,8 @@ class ApiKeyAdmin(admin.ModelAdmin):
         "revoked_at",
         "last_used_at",
         "last_used_ip",
-    ]
-    readonly_fields = fields
+    )
+    fields = readonly_fields
     actions = ["revoke"]
 
     def has_add_permission(self, request: HttpRequest) -> bool:
@@ -402,7 +402,7 @@ class BalanceAdmin(admin.ModelAdmin):
     list_filter = ["currency"]
     search_fields = ["merchant__name", "merchant__public_id"]
     list_select_related = ["merchant"]
-    readonly_fields = ["merchant", "currency", "available", "reserved", "updated_at"]
+    readonly_fields = ("merchant", "currency", "available", "reserved", "updated_at")
     fields = readonly_fields
 
     def has_add_permission(self, request: HttpRequest) -> bool:
@@ -434,7 +434,7 @@ class LedgerEntryAdmin(admin.ModelAdmin):
     search_fields = ["merchant__name", "merchant__public_id", "purchase__order_id", "memo"]
     list_select_related = ["merchant", "purchase", "created_by"]
     date_hierarchy = "created_at"
-    fields = [
+    readonly_fields = (
         "merchant",
         "kind",
         "signed_amount",
@@ -443,8 +443,8 @@ class LedgerEntryAdmin(admin.ModelAdmin):
         "created_by",
         "memo",
         "created_at",
-    ]
-    readonly_fields = fields
+    )
+    fields = readonly_fields
 
     def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False

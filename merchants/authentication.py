@@ -5,7 +5,7 @@ from __future__ import annotations
 import hmac
 import ipaddress
 from datetime import timedelta
-from typing import Any
+from typing import Any, cast
 
 from django.utils import timezone
 from drf_spectacular.extensions import OpenApiAuthenticationExtension
@@ -13,6 +13,7 @@ from drf_spectacular.plumbing import build_bearer_security_scheme_object
 from rest_framework import exceptions
 from rest_framework.authentication import BaseAuthentication, get_authorization_header
 from rest_framework.permissions import BasePermission
+from rest_framework.request import Request
 from rest_framework.settings import api_settings
 
 from gateway.throttling import FailedAuthThrottle
@@ -76,6 +77,11 @@ def client_ip(request: Any) -> str | None:
         return str(ipaddress.ip_address(candidate or ""))
     except ValueError:
         return None
+
+
+def merchant_of(request: Request) -> Merchant:
+    """Return the merchant a request authenticated as (`request.user`, typed)."""
+    return cast(Merchant, request.user)
 
 
 class ApiKeyAuthentication(BaseAuthentication):

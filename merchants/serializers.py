@@ -101,7 +101,7 @@ class LedgerEntrySerializer(serializers.Serializer):
             "kind": e.kind,
             "currency": e.currency,
             "amount": format(from_minor(e.amount_minor, e.currency), "f"),
-            "order_id": e.purchase.order_id if e.purchase_id else None,
+            "order_id": e.purchase.order_id if e.purchase is not None else None,
             "memo": e.memo,
             "created_at": serializers.DateTimeField().to_representation(e.created_at),
         }

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import secrets
 from decimal import Decimal
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, cast
 
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
 from django.db import transaction
@@ -109,7 +109,7 @@ def _apply(
         kind=kind,
         amount_minor=amount_minor,
         purchase=purchase,
-        created_by=user if user is not None and user.is_authenticated else None,
+        created_by=cast(Any, user) if user is not None and user.is_authenticated else None,
         memo=memo,
     )
 

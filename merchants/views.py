@@ -12,7 +12,8 @@ from rest_framework.response import Response
 
 from cashback.views import NewestFirst
 from gateway.schema import AUTH_ERRORS, BODY_ERRORS, RETRY_AFTER, errors
-from merchants.models import LedgerEntry, Merchant
+from merchants.authentication import merchant_of
+from merchants.models import LedgerEntry
 from merchants.serializers import BalancesSerializer, LedgerEntrySerializer, MerchantSerializer
 from merchants.services import balances_of
 
@@ -24,14 +25,14 @@ class MerchantSettings(generics.GenericAPIView):
         parameters=[RETRY_AFTER], responses={200: MerchantSerializer, **errors(*AUTH_ERRORS)}
     )
     def get(self, request: Request) -> Response:
-        return Response(MerchantSerializer(request.user).data)
+        return Response(MerchantSerializer(merchant_of(request)).data)
 
     @extend_schema(
         parameters=[RETRY_AFTER],
         responses={200: MerchantSerializer, **errors(*BODY_ERRORS, *AUTH_ERRORS)},
     )
     def patch(self, request: Request) -> Response:
-        merchant: Merchant = request.user
+        merchant = merchant_of(request)
         serializer = MerchantSerializer(merchant, data=request.data, partial=True)
         serializer.is_valid(raise_exception=True)
         rotate = serializer.validated_data.pop("rotate_webhook_secret", False)
@@ -51,7 +52,7 @@ class BalanceView(generics.GenericAPIView):
         parameters=[RETRY_AFTER], responses={200: BalancesSerializer, **errors(*AUTH_ERRORS)}
     )
     def get(self, request: Request) -> Response:
-        return Response(BalancesSerializer({"balances": balances_of(request.user)}).data)
+        return Response(BalancesSerializer({"balances": balances_of(merchant_of(request))}).data)
 
 
 @extend_schema_view(
@@ -66,4 +67,6 @@ class LedgerView(generics.ListAPIView):
     pagination_class = NewestFirst
 
     def get_queryset(self) -> Any:
-        return LedgerEntry.objects.filter(merchant=self.request.user).select_related("purchase")
+        return LedgerEntry.objects.filter(merchant=merchant_of(self.request)).select_related(
+            "purchase"
+        )

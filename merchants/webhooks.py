@@ -28,7 +28,7 @@ def check_webhook_url(url: str, *, resolve: bool = True) -> list[str]:
         infos = socket.getaddrinfo(parts.hostname, parts.port or 443, type=socket.SOCK_STREAM)
     except (socket.gaierror, UnicodeError):
         raise WebhookUrlError(f"The host {parts.hostname} does not resolve.") from None
-    addresses = sorted({info[4][0] for info in infos})
+    addresses = sorted({str(info[4][0]) for info in infos})
     for address in addresses:
         ip = ipaddress.ip_address(address.split("%")[0])
         if not ip.is_global or ip.is_multicast:
