@@ -7,7 +7,8 @@ import os
 bind = os.environ.get("GUNICORN_BIND", "127.0.0.1:8000")
 workers = int(os.environ.get("GUNICORN_WORKERS", min(4, multiprocessing.cpu_count() * 2)))
 worker_class = os.environ.get("GUNICORN_WORKER_CLASS", "gthread")
-threads = int(os.environ.get("GUNICORN_THREADS", 8))
+# Gunicorn silently turns sync workers into gthread ones when threads > 1: default to 1 there.
+threads = int(os.environ.get("GUNICORN_THREADS", 8 if worker_class == "gthread" else 1))
 # Longer than the upstream timeout, so a slow upstream is answered as `unknown`, not killed.
 timeout = int(os.environ.get("GUNICORN_TIMEOUT", 60))
 graceful_timeout = 30
