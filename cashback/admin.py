@@ -153,30 +153,8 @@ class PurchaseAdmin(ViewOnlyAdmin):
             },
         ),
     ]
-    readonly_fields = [
-        "id",
-        "merchant",
-        "order_id",
-        "customer",
-        "description",
-        "address",
-        "amount",
-        "purchase_unit",
-        "status",
-        "percentages",
-        "cashback",
-        "unit",
-        "error",
-        "attempts",
-        "reserved",
-        "hold",
-        "lease_until",
-        "next_attempt_at",
-        "retry_deadline",
-        "created_at",
-        "updated_at",
-        "sent_at",
-    ]
+    # Every field shown is read-only: purchases change only through the actions below.
+    readonly_fields = [str(name) for _, options in fieldsets for name in options["fields"]]
     inlines = [AttemptInline, PurchaseActionInline, WebhookDeliveryInline]
     actions = ["retry_now", "mark_sent", "mark_rejected"]
 
