@@ -147,6 +147,15 @@ class Attempt(models.Model):
     outcome = models.CharField(max_length=12, choices=Outcome.choices)
     error = models.CharField(max_length=1000, blank=True, default="")
     worker = models.CharField(max_length=100, blank=True, default="")
+    # The answer as received (bounded and redacted by the client), and the exact amount and
+    # unit of an `ok` answer, kept even when the purchase could not take them.
+    response_excerpt = models.TextField(blank=True, default="")
+    # Decimal digits as text: exact at any size on both databases (SQLite's numeric is not).
+    cashback_amount = models.TextField(null=True, blank=True, help_text="bytes, as answered")
+    unit = models.TextField(null=True, blank=True)
+    # Whether this attempt's outcome became the purchase's status; False for an answer that
+    # arrived after the purchase moved on (an admin's decision, a later attempt).
+    applied = models.BooleanField(default=True)
 
     class Meta:
         ordering = ["purchase", "number"]
@@ -180,16 +189,30 @@ class Alert(models.Model):
 
     class Kind(models.TextChoices):
         AUTH_FAILED = "auth_failed", "Upstream refused the partner credentials"
+        UPSTREAM_PAID_UNRECORDED = (
+            "upstream_paid_unrecorded",
+            "Upstream paid a purchase recorded otherwise",
+        )
+        RUNWAY_LOW = "runway_low", "A merchant's deposit runs out soon"
+        WORKER_SILENT = "worker_silent", "No worker has reported in"
 
-    kind = models.CharField(max_length=20, choices=Kind.choices, unique=True)
+    kind = models.CharField(max_length=40, choices=Kind.choices)
+    # What the alert is about: a purchase id, a merchant's public id; blank when global.
+    subject = models.CharField(max_length=100, blank=True, default="")
     message = models.CharField(max_length=500)
     first_seen = models.DateTimeField()
     last_seen = models.DateTimeField()
     count = models.PositiveIntegerField(default=1)
     resolved_at = models.DateTimeField(null=True, blank=True)
 
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["kind", "subject"], name="alert_kind_subject_unique")
+        ]
+
     def __str__(self) -> str:
-        return self.get_kind_display()
+        label = self.get_kind_display()
+        return f"{label}: {self.subject}" if self.subject else label
 
 
 class WebhookDelivery(models.Model):

@@ -265,6 +265,12 @@ def record_outcome(
     now = now or timezone.now()
     with transaction.atomic():
         purchase = lock_purchase(purchase_id)
+        # A lease that ran out made it `unknown`; the real answer still wins. An admin's
+        # later retry or decision owns the purchase instead.
+        applied = purchase.attempts == attempt and purchase.status in (
+            Status.SENDING,
+            Status.UNKNOWN,
+        )
         Attempt.objects.create(
             purchase=purchase,
             number=attempt,
@@ -274,10 +280,12 @@ def record_outcome(
             outcome=result.outcome,
             error=result.error,
             worker=f"{socket.gethostname()}:{os.getpid()}",
+            response_excerpt=getattr(result, "response_excerpt", ""),
+            cashback_amount=None if result.cashback_amount is None else str(result.cashback_amount),
+            unit=result.unit,
+            applied=applied,
         )
-        # A lease that ran out made it `unknown`; the real answer still wins. An admin's
-        # later retry or decision owns the purchase instead.
-        if purchase.attempts != attempt or purchase.status not in (Status.SENDING, Status.UNKNOWN):
+        if not applied:
             logger.warning(
                 "outcome arrived after the purchase moved on",
                 extra={
@@ -347,18 +355,25 @@ def _fail(purchase: Purchase) -> None:
     ledger.settle(purchase, EntryKind.RELEASE)
 
 
-def raise_alert(kind: str, message: str, now: datetime) -> None:
-    """Open (or refresh) an alert that every admin page shows until it is resolved."""
-    updated = Alert.objects.filter(kind=kind).update(
+def raise_alert(kind: str, message: str, now: datetime, *, subject: str = "") -> None:
+    """Open (or refresh) an alert that every admin page shows until it is resolved.
+
+    One alert per (kind, subject): `subject` names what it is about (a purchase id, a
+    merchant's public id), blank for a global condition.
+    """
+    subject = str(subject)
+    updated = Alert.objects.filter(kind=kind, subject=subject).update(
         message=message, last_seen=now, count=F("count") + 1, resolved_at=None
     )
     if not updated:
         try:
             with transaction.atomic():
-                Alert.objects.create(kind=kind, message=message, first_seen=now, last_seen=now)
+                Alert.objects.create(
+                    kind=kind, subject=subject, message=message, first_seen=now, last_seen=now
+                )
         except IntegrityError:
             pass
-    logger.error("alert raised", extra={"alert": kind})
+    logger.error("alert raised", extra={"alert": kind, "subject": subject})
 
 
 def enqueue_webhook(purchase: Purchase) -> None:
