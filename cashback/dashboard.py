@@ -32,6 +32,7 @@ from django.views.decorators.http import require_GET
 
 from cashback import reports
 from cashback.reports import Dashboard, ReportError, ReportFilter
+from gateway.money import bytes_to_gbyte
 from merchants.models import Merchant
 
 logger = logging.getLogger(__name__)
@@ -104,14 +105,14 @@ def _chart_svg_bars(board: Dashboard) -> dict[str, Any]:
                 "width": max(slot - 2, 1),
                 "height": height,
                 "label": label,
-                "gbyte": reports.bytes_to_gbyte(value),
+                "gbyte": bytes_to_gbyte(value),
             }
         )
     return {
         "bars": bars,
         "width": CHART_WIDTH,
         "height": CHART_HEIGHT,
-        "peak": reports.bytes_to_gbyte(peak),
+        "peak": bytes_to_gbyte(peak),
         "unit": board.chart_unit,
         "first": bars[0]["label"] if bars else "",
         "last": bars[-1]["label"] if bars else "",

@@ -16,7 +16,8 @@ from hypothesis import strategies as st
 from openpyxl import load_workbook
 
 from cashback import reports
-from cashback.reports import Period, ReportError, ReportFilter
+from cashback.reports import Period, ReportError, ReportFilter, columns, xlsxfile
+from cashback.reports.csvfile import general_csv_rows
 from gateway.money import PRECISION, format_minor, from_minor
 from tests.reports.conftest import BERLIN, UNIT_1, UNIT_2, UNIT_3, DataSet
 
@@ -214,7 +215,7 @@ def test_xlsx_continues_on_new_sheets_past_the_row_limit(
     dataset: DataSet, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # Four rows per sheet: the title, the column names and two purchases.
-    monkeypatch.setattr(reports, "XLSX_MAX_ROWS", 4)
+    monkeypatch.setattr(xlsxfile, "XLSX_MAX_ROWS", 4)
 
     book = load_workbook(io.BytesIO(xlsx_of("detail", ReportFilter(OCTOBER))))
 
@@ -237,10 +238,28 @@ def test_xlsx_of_an_empty_period_has_the_header_only(dataset: DataSet) -> None:
 
 
 def test_xlsx_keeps_numbers_a_spreadsheet_cannot_hold_exactly_as_text() -> None:
-    assert reports._xlsx_cell(Decimal("123456789.123456789")) == "123456789.123456789"
-    assert reports._xlsx_cell(10**16 + 1) == "10000000000000001"
-    assert reports._xlsx_cell(Decimal("123456789012.345")) == Decimal("123456789012.345")
-    assert reports._xlsx_cell("-1+2\x07") == "'-1+2"
+    assert xlsxfile.xlsx_cell(Decimal("123456789.123456789")) == "123456789.123456789"
+    assert xlsxfile.xlsx_cell(10**16 + 1) == "10000000000000001"
+    assert xlsxfile.xlsx_cell(Decimal("123456789012.345")) == Decimal("123456789012.345")
+    assert xlsxfile.xlsx_cell("-1+2\x07") == "'-1+2"
+
+
+@pytest.mark.parametrize(
+    ("value", "escaped"),
+    [
+        # A control character XML cannot hold is stripped first, then the formula escaped.
+        ("\x01=HYPERLINK(1)", "'=HYPERLINK(1)"),
+        ("\x1b\x07+1", "'+1"),
+        ("\x0b@x", "'@x"),
+        # Tab, CR and LF are legal XML: they stay, and the cell is escaped.
+        ("\n=1", "'\n=1"),
+        ("a\x01=1", "a=1"),
+    ],
+)
+def test_xlsx_text_is_escaped_after_control_characters_are_stripped(
+    value: str, escaped: str
+) -> None:
+    assert xlsxfile.xlsx_cell(value) == escaped
 
 
 @pytest.mark.parametrize(
@@ -255,6 +274,10 @@ def test_xlsx_keeps_numbers_a_spreadsheet_cannot_hold_exactly_as_text() -> None:
         ("a=1", "a=1"),
         ("", ""),
         ("'quoted", "'quoted"),
+        # Some programs drop control characters on import, which would bring "=" forward.
+        ("\x01=cmd", "'\x01=cmd"),
+        ("\x1b+1", "'\x1b+1"),
+        ("\x7f-1", "'\x7f-1"),
     ],
 )
 def test_text_cells_that_start_a_formula_are_escaped(value: str, escaped: str) -> None:
@@ -380,7 +403,7 @@ def test_local_times_from_stored_text_match_datetime(
     moment: datetime, zone: str, postgres: bool
 ) -> None:
     tz = ZoneInfo(zone)
-    times = reports._LocalTimes(tz)
+    times = reports.LocalTimes(tz)
 
     # Twice: the second answer may come from the hour cache.
     for _ in range(2):
@@ -388,9 +411,46 @@ def test_local_times_from_stored_text_match_datetime(
 
 
 def test_local_times_around_a_change_of_offset() -> None:
-    times = reports._LocalTimes(BERLIN)
+    times = reports.LocalTimes(BERLIN)
 
     assert times.iso("2026-10-25 00:59:59.999999+00") == "2026-10-25T02:59:59.999999+02:00"
     assert times.iso("2026-10-25 01:00:00+00") == "2026-10-25T02:00:00+01:00"
     assert times.iso("2026-10-25 01:00:00.5") == "2026-10-25T02:00:00.500000+01:00"
     assert times.iso("2026-03-29 01:00:00+00") == "2026-03-29T03:00:00+02:00"
+
+
+def test_a_customer_behind_a_control_character_is_escaped_in_both_files(
+    dataset: DataSet,
+) -> None:
+    # Stored before input validation refused control characters (or by another path).
+    dataset.alpha.purchases.filter(order_id="a-1").update(customer="\x01=cmd|' /C calc'!A0")
+
+    detail = list(csv.reader(io.StringIO(csv_text("detail", ReportFilter(OCTOBER)))))
+    book = load_workbook(io.BytesIO(xlsx_of("detail", ReportFilter(OCTOBER))))
+    sheet = list(book["detail 1"].iter_rows(values_only=True))
+
+    assert detail[2][5] == "'\x01=cmd|' /C calc'!A0"
+    assert sheet[2][5] == "'=cmd|' /C calc'!A0"
+
+
+def test_the_fast_csv_rows_equal_the_general_rows(dataset: DataSet) -> None:
+    # Every kind of cell occurs: empty times and units, escaped text, all currencies.
+    dataset.beta.purchases.filter(order_id="b-3").update(error="\x07=1", unit=None)
+    for period in (OCTOBER, Period(date(2026, 10, 1), date(2026, 11, 30), ZoneInfo("UTC"))):
+        flt = ReportFilter(period)
+        times = reports.LocalTimes(period.tz)
+        fast = list(columns.csv_rows(reports.DETAIL, flt.purchases(), times))
+
+        assert fast == list(general_csv_rows("detail", flt))
+        assert len(fast) >= len(DETAIL_CSV)
+
+
+def test_the_header_query_and_rows_follow_the_column_description() -> None:
+    assert reports.header("detail") == DETAIL_HEADER == [c.name for c in reports.DETAIL.columns]
+    assert reports.header("summary") == SUMMARY_HEADER
+    # Every column reads sources the query fetches.
+    for table in reports.TABLES.values():
+        for column in table.columns:
+            assert column.source in table.sources
+            assert not column.currency or column.currency in table.sources
+    assert "format_minor(amount_minor, currency)" in columns.source(reports.DETAIL, "csv")
