@@ -39,6 +39,7 @@ lint: install
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(TEST_ENV) $(VENV)/bin/mypy gateway merchants cashback audit
+	$(VENV)/bin/lint-imports --no-cache
 
 test: install lint test-sqlite test-postgres
 

@@ -129,6 +129,9 @@ class SandboxState:
 
 class SandboxHandler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    # Headers and body go out in two writes; with Nagle's algorithm on, the second waits for
+    # the client's delayed ACK (~40 ms per call), so a "0 ms" sandbox was really 44 ms.
+    disable_nagle_algorithm = True
     server: SandboxServer
 
     def setup(self) -> None:

@@ -33,6 +33,7 @@ from cashback.models import (
     Status,
     WebhookDelivery,
 )
+from cashback.resources import PurchaseSerializer
 from gateway.exceptions import Conflict, DomainError, InsufficientDeposit, InvalidInput
 from gateway.money import format_plain, partner_cost_minor
 from merchants import services as ledger
@@ -158,6 +159,7 @@ def _store(merchant: Merchant, data: PurchaseInput, requested: Decimal) -> Purch
         )
         if balance is not None:
             ledger.reserve(balance, purchase)
+            purchase.hold = Hold.HELD
             Purchase.objects.filter(pk=purchase.pk).update(hold=purchase.hold)
     return purchase
 
@@ -310,12 +312,12 @@ def _apply_result(purchase: Purchase, result: UpstreamResult, now: datetime) -> 
         purchase.error = None
         purchase.sent_at = now
         purchase.next_attempt_at = None
-        ledger.settle(purchase, EntryKind.CAPTURE)
+        settle_hold(purchase, EntryKind.CAPTURE)
     elif result.outcome == Outcome.REJECTED:
         purchase.status = Status.REJECTED
         purchase.error = result.error
         purchase.next_attempt_at = None
-        ledger.settle(purchase, EntryKind.RELEASE)
+        settle_hold(purchase, EntryKind.RELEASE)
     elif result.outcome in (Outcome.NOT_SENT, Outcome.AUTH_FAILED):
         purchase.error = result.error
         if result.outcome == Outcome.AUTH_FAILED:
@@ -352,7 +354,15 @@ def _fail(purchase: Purchase) -> None:
     purchase.status = Status.FAILED
     purchase.next_attempt_at = None
     purchase.error = f"retries ran out: {purchase.error or 'upstream unreachable'}"
-    ledger.settle(purchase, EntryKind.RELEASE)
+    settle_hold(purchase, EntryKind.RELEASE)
+
+
+def settle_hold(purchase: Purchase, kind: str, *, user: Any = None) -> None:
+    """Capture or release the purchase's reservation, if it holds one, and record which."""
+    if purchase.hold != Hold.HELD:
+        return
+    ledger.settle(purchase, kind, user=user)
+    purchase.hold = Hold.CAPTURED if kind == EntryKind.CAPTURE else Hold.RELEASED
 
 
 def raise_alert(kind: str, message: str, now: datetime, *, subject: str = "") -> None:
@@ -380,8 +390,6 @@ def enqueue_webhook(purchase: Purchase) -> None:
     """Write the webhook delivery of a final status, in the caller's transaction."""
     if not purchase.merchant.webhook_url:
         return
-    from cashback.serializers import PurchaseSerializer
-
     WebhookDelivery.objects.create(
         purchase=purchase,
         merchant=purchase.merchant,
@@ -424,6 +432,7 @@ def retry(purchase_id: Any, user: Any, *, send: bool = True) -> Purchase:
             )
             if balance is not None:
                 ledger.reserve(balance, purchase)
+                purchase.hold = Hold.HELD
             elif purchase.merchant.deposit_policy == DepositPolicy.REJECT:
                 raise InsufficientDeposit(
                     f"The deposit in {purchase.currency} no longer covers this purchase's "

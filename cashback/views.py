@@ -8,14 +8,14 @@ from django.utils.dateparse import parse_date, parse_datetime
 from django.utils.timezone import make_aware
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import generics, serializers, status
-from rest_framework.exceptions import NotFound
-from rest_framework.pagination import CursorPagination
 from rest_framework.request import Request
 from rest_framework.response import Response
 
 from cashback import services
 from cashback.models import Purchase, Status
-from cashback.serializers import PurchaseRequestSerializer, PurchaseSerializer, purchase_resource
+from cashback.resources import PurchaseSerializer, purchase_resource
+from cashback.serializers import PurchaseRequestSerializer
+from gateway.pagination import NewestFirst
 from gateway.schema import (
     AUTH_ERRORS,
     BODY_ERRORS,
@@ -32,26 +32,6 @@ CREATED_STATUS: dict[str, int] = {
     Status.REJECTED: status.HTTP_422_UNPROCESSABLE_ENTITY,
     Status.FAILED: status.HTTP_422_UNPROCESSABLE_ENTITY,
 }
-
-
-class NewestFirst(CursorPagination):
-    ordering = ("-created_at", "-id")
-    page_size = 50
-    page_size_query_param = "page_size"
-    max_page_size = 200
-
-    def decode_cursor(self, request: Request) -> Any:
-        cursor = super().decode_cursor(request)
-        # A crafted cursor's position reaches the query as a created_at value; one that is not
-        # a date-time would raise there (a 500), so it is answered like any invalid cursor.
-        if cursor is not None and cursor.position is not None:
-            try:
-                valid = parse_datetime(str(cursor.position)) is not None
-            except ValueError:
-                valid = False
-            if not valid:
-                raise NotFound(self.invalid_cursor_message)
-        return cursor
 
 
 def _parse_time(value: str, name: str, *, end: bool = False) -> Any:

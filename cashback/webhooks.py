@@ -23,6 +23,7 @@ from django.db.models import F, Q
 from django.utils import timezone
 
 from cashback.models import WebhookDelivery
+from gateway.db import locked
 from merchants.webhooks import WebhookUrlError, check_webhook_url
 
 logger = logging.getLogger(__name__)
@@ -62,8 +63,6 @@ def _session() -> requests.Session:
 
 def claim_due(now: datetime, limit: int) -> list[WebhookDelivery]:
     """Claim due deliveries (and ones whose lease ran out) for this worker."""
-    from cashback.worker import locked
-
     lease_until = now + LEASE
     with transaction.atomic():
         ids = list(

@@ -18,24 +18,18 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from django.conf import settings
-from django.db import close_old_connections, connection, transaction
-from django.db.models import F, QuerySet
+from django.db import close_old_connections, transaction
+from django.db.models import F
 from django.utils import timezone
 
 from cashback import services, webhooks
 from cashback.models import Purchase, Status
+from gateway.db import locked
 
 logger = logging.getLogger(__name__)
 
 BATCH = 50
 LEASE_EXPIRED = "lease ran out: the sending process stopped before recording an answer"
-
-
-def locked(qs: QuerySet) -> QuerySet:
-    """Lock the rows of `qs`, skipping rows other workers hold (PostgreSQL)."""
-    if connection.features.has_select_for_update_skip_locked:
-        return qs.select_for_update(skip_locked=True, no_key=True, of=("self",))
-    return qs  # SQLite: transactions are serialised; the conditional update decides.
 
 
 def expire_leases(now: datetime) -> int:

@@ -100,7 +100,7 @@ TEMPLATES = [
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
                 "gateway.context_processors.gateway_mode",
-                "gateway.context_processors.admin_alerts",
+                "cashback.context_processors.admin_alerts",
             ],
         },
     },

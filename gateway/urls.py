@@ -10,8 +10,6 @@ from django.views import defaults
 from django.views.decorators.http import require_GET
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitView
 
-from cashback.dropin import NewPurchaseView
-
 
 @require_GET
 def healthz(request: HttpRequest) -> JsonResponse:
@@ -63,7 +61,7 @@ urlpatterns = [
     # The payouts dashboard and reports live inside admin; before admin's own routes.
     path("admin/payouts/", include("cashback.dashboard")),
     path("admin/", admin.site.urls),
-    path("new_purchase", NewPurchaseView.as_view(), name="new-purchase"),
+    path("", include("cashback.dropin_urls")),
     path("api/v1/", include("cashback.urls")),
     path("api/v1/", include("merchants.urls")),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),

@@ -10,11 +10,11 @@ from __future__ import annotations
 import logging
 import secrets
 from decimal import Decimal
-from typing import TYPE_CHECKING, Any, cast
+from typing import Any, Protocol, cast
 
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
 from django.db import transaction
-from django.db.models import Count, F, Sum
+from django.db.models import F
 from django.utils.text import slugify
 
 from gateway.exceptions import DomainError, InsufficientDeposit, InvalidInput
@@ -28,12 +28,25 @@ from merchants.models import (
     Merchant,
 )
 
-if TYPE_CHECKING:
-    from cashback.models import Purchase
-
 logger = logging.getLogger(__name__)
 
 User = AbstractBaseUser | AnonymousUser | None
+
+
+class Reserving(Protocol):
+    """What the ledger needs of a purchase: its id, merchant, currency and reserved cost."""
+
+    @property
+    def pk(self) -> Any: ...
+
+    @property
+    def merchant(self) -> Merchant: ...
+
+    @property
+    def currency(self) -> str: ...
+
+    @property
+    def reserved_minor(self) -> int: ...
 
 
 def create_merchant(
@@ -85,7 +98,7 @@ def _apply(
     kind: str,
     amount_minor: int,
     *,
-    purchase: Purchase | None = None,
+    purchase: Reserving | None = None,
     user: User = None,
     memo: str = "",
 ) -> LedgerEntry:
@@ -108,7 +121,7 @@ def _apply(
         currency=balance.currency,
         kind=kind,
         amount_minor=amount_minor,
-        purchase=purchase,
+        purchase_id=purchase.pk if purchase is not None else None,
         created_by=cast(Any, user) if user is not None and user.is_authenticated else None,
         memo=memo,
     )
@@ -172,29 +185,23 @@ def try_reserve(merchant: Merchant, currency: str, cost_minor: int) -> Balance |
     return balance
 
 
-def reserve(balance: Balance, purchase: Purchase) -> None:
-    """Move the purchase's cost from available to reserved (balance locked by try_reserve)."""
-    from cashback.models import Hold
+def reserve(balance: Balance, purchase: Reserving) -> None:
+    """Move the purchase's cost from available to reserved (balance locked by try_reserve).
 
+    The caller records on the purchase that it now holds a reservation.
+    """
     _apply(balance, EntryKind.RESERVATION, -purchase.reserved_minor, purchase=purchase)
-    purchase.hold = Hold.HELD
 
 
-def settle(purchase: Purchase, kind: str, *, user: User = None) -> None:
-    """Capture or release the purchase's held reservation, if it holds one."""
-    from cashback.models import Hold
-
-    if purchase.hold != Hold.HELD:
-        return
+def settle(purchase: Reserving, kind: str, *, user: User = None) -> None:
+    """Capture or release the purchase's held reservation (the caller checked that it holds)."""
     balance = _locked_balance(purchase.merchant, purchase.currency, create=False)
     if balance is None:
         raise DomainError("The purchase holds a reservation but its balance row is missing.")
     if kind == EntryKind.CAPTURE:
         _apply(balance, kind, -purchase.reserved_minor, purchase=purchase, user=user)
-        purchase.hold = Hold.CAPTURED
     elif kind == EntryKind.RELEASE:
         _apply(balance, kind, purchase.reserved_minor, purchase=purchase, user=user)
-        purchase.hold = Hold.RELEASED
     else:
         raise ValueError(kind)
 
@@ -205,64 +212,3 @@ def balances_of(merchant: Merchant) -> list[dict[str, object]]:
         {"currency": b.currency, "available": b.available, "reserved": b.reserved}
         for b in Balance.objects.filter(merchant=merchant).order_by("currency")
     ]
-
-
-def ledger_problems() -> list[str]:
-    """Return every disagreement between balances, entries and purchases (empty if none)."""
-    from cashback.models import Hold, Purchase, Status
-
-    problems: list[str] = []
-    sums: dict[tuple[int, str], list[int]] = {}
-    rows = LedgerEntry.objects.values("merchant_id", "currency", "kind").annotate(
-        total=Sum("amount_minor")
-    )
-    for row in rows:
-        available, reserved = sums.setdefault((row["merchant_id"], row["currency"]), [0, 0])
-        kind, total = row["kind"], row["total"]
-        if kind in (EntryKind.DEPOSIT, EntryKind.WITHDRAWAL, EntryKind.ADJUSTMENT):
-            available += total
-        elif kind in (EntryKind.RESERVATION, EntryKind.RELEASE):
-            available += total
-            reserved -= total
-        elif kind == EntryKind.CAPTURE:
-            reserved += total
-        sums[(row["merchant_id"], row["currency"])] = [available, reserved]
-    balances = {(b.merchant_id, b.currency): b for b in Balance.objects.all()}
-    for key in sums.keys() | balances.keys():
-        expected = sums.get(key, [0, 0])
-        balance = balances.get(key)
-        actual = [balance.available_minor, balance.reserved_minor] if balance else [0, 0]
-        if expected != actual:
-            problems.append(
-                f"merchant {key[0]} {key[1]}: balance available/reserved {actual} "
-                f"but entries sum to {expected} (minor units)"
-            )
-        if expected[0] < 0 or expected[1] < 0:
-            problems.append(f"merchant {key[0]} {key[1]}: negative sums {expected}")
-
-    # Each purchase: reservations − releases − captures is 1 while it holds, else 0.
-    counts: dict[object, dict[str, int]] = {}
-    for row in (
-        LedgerEntry.objects.filter(purchase__isnull=False)
-        .values("purchase_id", "kind")
-        .annotate(n=Count("id"))
-    ):
-        counts.setdefault(row["purchase_id"], {})[row["kind"]] = row["n"]
-    open_statuses = {Status.QUEUED, Status.SENDING, Status.PENDING, Status.UNKNOWN}
-    for p in (
-        Purchase.objects.filter(reserved_minor__gt=0)
-        .only("id", "order_id", "status", "hold")
-        .iterator()
-    ):
-        c = counts.get(p.id, {})
-        net = c.get("reservation", 0) - c.get("release", 0) - c.get("capture", 0)
-        should_hold = p.status in open_statuses
-        if net != (1 if should_hold else 0) or (p.hold == Hold.HELD) != should_hold:
-            problems.append(
-                f"purchase {p.order_id} ({p.status}): hold {p.hold}, {net} reservation(s) open"
-            )
-        if p.status == Status.SENT and c.get("capture", 0) != 1:
-            problems.append(
-                f"purchase {p.order_id} is sent but captured {c.get('capture', 0)} times"
-            )
-    return problems

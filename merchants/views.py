@@ -10,7 +10,7 @@ from rest_framework import generics
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from cashback.views import NewestFirst
+from gateway.pagination import NewestFirst
 from gateway.schema import AUTH_ERRORS, BODY_ERRORS, RETRY_AFTER, errors
 from merchants.authentication import merchant_of
 from merchants.models import LedgerEntry

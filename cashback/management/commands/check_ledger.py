@@ -6,7 +6,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError
 
-from merchants.services import ledger_problems
+from cashback.ledger import ledger_problems
 
 
 class Command(BaseCommand):
