@@ -13,6 +13,7 @@ import json
 import logging
 import os
 import time
+import unicodedata
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -23,6 +24,7 @@ from requests.adapters import HTTPAdapter
 from urllib3.exceptions import MaxRetryError, NewConnectionError
 
 from cashback.models import Outcome
+from cashback.validators import is_valid_unit
 from gateway.logging import redact
 
 logger = logging.getLogger(__name__)
@@ -40,6 +42,8 @@ class UpstreamResult:
     unit: str | None = None
     error: str = ""
     duration_ms: int = 0
+    # The answer as received (bounded, redacted, storable in any text column); "" if none.
+    response_excerpt: str = ""
 
 
 class CashbackClient:
@@ -78,11 +82,20 @@ class CashbackClient:
         started = time.monotonic()
         try:
             response = self.session.post(
-                self.url, data={**self._credentials, **fields}, timeout=self.timeout
+                self.url,
+                data={**self._credentials, **fields},
+                timeout=self.timeout,
+                # A redirect is never followed: the partner key goes to the configured URL only.
+                allow_redirects=False,
             )
         except requests.RequestException as exc:
             return _classify_exception(exc, _ms_since(started), self.timeout[1])
-        return classify_response(response.status_code, response.content, _ms_since(started))
+        return classify_response(
+            response.status_code,
+            response.content,
+            _ms_since(started),
+            location=response.headers.get("Location"),
+        )
 
 
 def _ms_since(started: float) -> int:
@@ -119,51 +132,152 @@ def _classify_exception(exc: requests.RequestException, ms: int, timeout: float)
     )
 
 
-def classify_response(status: int, body: bytes, ms: int = 0) -> UpstreamResult:
-    """Classify an HTTP answer of upstream, per the status table of SPEC.md."""
-    if status in RETRYABLE_STATUSES:
+def classify_response(
+    status: int, body: bytes, ms: int = 0, *, location: str | None = None
+) -> UpstreamResult:
+    """Classify an HTTP answer of upstream, per the status table of SPEC.md.
+
+    Anything outside the documented shape is `AMBIGUOUS`, with the answer kept as evidence
+    in `response_excerpt`; `cashback_amount` and `unit` are only set when they are valid.
+    """
+    text = body.decode("utf-8", "backslashreplace")
+    data, problem = _parse_json_object(body)
+    excerpt = make_excerpt(text, data)
+
+    def result(outcome: str, error: str, **kwargs: Any) -> UpstreamResult:
         return UpstreamResult(
-            Outcome.NOT_SENT, status, error=f"upstream busy (HTTP {status})", duration_ms=ms
+            Outcome(outcome),
+            status,
+            error=error,
+            duration_ms=ms,
+            response_excerpt=excerpt,
+            **kwargs,
+        )
+
+    if status in RETRYABLE_STATUSES:
+        return result(Outcome.NOT_SENT, f"upstream busy (HTTP {status})")
+    if 300 <= status < 400:
+        target = f" to {storable(redact(location))[:500]}" if location else ""
+        return result(
+            Outcome.AMBIGUOUS, f"upstream answered a redirect (HTTP {status}{target}), not followed"
         )
     if status >= 500:
-        return UpstreamResult(
-            Outcome.AMBIGUOUS, status, error=f"upstream error (HTTP {status})", duration_ms=ms
+        return result(Outcome.AMBIGUOUS, f"upstream error (HTTP {status})")
+    unexpected = f"unexpected answer (HTTP {status}, not the documented JSON)"
+    if data is None:
+        return result(
+            Outcome.AMBIGUOUS, f"{unexpected[:-1]}: {problem})" if problem else unexpected
         )
-    data = _json_object(body)
-    result = data.get("result") if data is not None else None
-    if result == "ok":
-        amount, unit = data.get("cashback_amount"), data.get("unit")  # type: ignore[union-attr]
-        if (
-            isinstance(amount, int)
-            and not isinstance(amount, bool)
-            and amount >= 0
-            and isinstance(unit, str)
-        ):
-            return UpstreamResult(
-                Outcome.OK, status, cashback_amount=amount, unit=unit[:44], duration_ms=ms
-            )
-    elif result == "error":
-        message = data.get("error")  # type: ignore[union-attr]
-        message = (
-            redact(message)[:1000] if isinstance(message, str) and message else "unspecified error"
-        )
-        if message == AUTH_FAILED_MESSAGE:
-            return UpstreamResult(Outcome.AUTH_FAILED, status, error=message, duration_ms=ms)
-        return UpstreamResult(Outcome.REJECTED, status, error=message, duration_ms=ms)
-    return UpstreamResult(
-        Outcome.AMBIGUOUS,
-        status,
-        error=f"unexpected answer (HTTP {status}, not the documented JSON)",
-        duration_ms=ms,
-    )
+    outcome = data.get("result")
+    if outcome == "ok" and 200 <= status < 300:
+        amount, unit = data.get("cashback_amount"), data.get("unit")
+        if not _is_amount(amount):
+            return result(Outcome.AMBIGUOUS, f"{unexpected[:-1]}: cashback_amount is not valid)")
+        if not (isinstance(unit, str) and is_valid_unit(unit)):
+            return result(Outcome.AMBIGUOUS, f"{unexpected[:-1]}: unit is not valid)")
+        return result(Outcome.OK, "", cashback_amount=amount, unit=unit)
+    if outcome == "error":
+        message = data.get("error")
+        if not isinstance(message, str):
+            return result(Outcome.AMBIGUOUS, f"{unexpected[:-1]}: error is not a text)")
+        if any(_is_control(c) for c in message if not c.isspace()):
+            return result(Outcome.AMBIGUOUS, f"{unexpected[:-1]}: error holds control characters)")
+        if is_auth_failed(message):
+            return result(Outcome.AUTH_FAILED, AUTH_FAILED_MESSAGE)
+        message = redact(" ".join(message.split()))[:1000] or "unspecified error"
+        return result(Outcome.REJECTED, message)
+    return result(Outcome.AMBIGUOUS, unexpected)
 
 
-def _json_object(body: bytes) -> dict[str, Any] | None:
+# The documented `cashback_amount` is an amount in bytes; it must fit a signed 64-bit column.
+MAX_AMOUNT = 2**63 - 1
+EXCERPT_CHARS = 2000
+
+
+def _is_amount(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= MAX_AMOUNT
+
+
+def _is_control(char: str) -> bool:
+    return unicodedata.category(char) in ("Cc", "Cs")
+
+
+def storable(text: str) -> str:
+    """Return `text` with NUL, lone surrogates and other control characters escaped.
+
+    The result fits any database text column (PostgreSQL refuses NUL and surrogates) and
+    shows an admin exactly which characters were there. Newlines and tabs stay.
+    """
+    if text.isprintable():
+        return text
+    out = []
+    for char in text:
+        if char in "\n\t" or not _is_control(char):
+            out.append(char)
+        elif ord(char) < 0x100:
+            out.append(f"\\x{ord(char):02x}")
+        else:
+            out.append(f"\\u{ord(char):04x}")
+    return "".join(out)
+
+
+def make_excerpt(text: str, data: dict[str, Any] | None = None) -> str:
+    """Return the answer as evidence: redacted, storable, bounded.
+
+    When the answer is longer than the bound and holds an amount or a unit, their exact
+    text is added, so an admin reconciling the purchase always sees them.
+    """
+    clean = storable(redact(text))
+    if len(clean) <= EXCERPT_CHARS:
+        return clean
+    tail = ""
+    if data is not None:
+        found = [
+            f"{name}={storable(redact(json.dumps(data[name])))[:200]}"
+            for name in ("cashback_amount", "unit")
+            if name in data
+        ]
+        if found:
+            tail = " … " + ", ".join(found)
+    return clean[: EXCERPT_CHARS - len(tail) - 2] + " …" + tail
+
+
+def is_auth_failed(message: str) -> bool:
+    """Return whether upstream's error says "authentication failed", as a person reads it.
+
+    Case, surrounding whitespace, trailing punctuation and runs of inner whitespace do not
+    change the meaning, so they do not change the match.
+    """
+    words = " ".join(message.split()).rstrip(".!?;, ").casefold()
+    return words == AUTH_FAILED_MESSAGE
+
+
+class _DuplicateKeyError(ValueError):
+    pass
+
+
+def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    data = dict(pairs)
+    if len(data) != len(pairs):
+        raise _DuplicateKeyError
+    return data
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def _parse_json_object(body: bytes) -> tuple[dict[str, Any] | None, str]:
+    """Return (the answer's JSON object, "") or (None, why it is not one, or "")."""
     try:
-        data = json.loads(body)
-    except (ValueError, UnicodeDecodeError):
-        return None
-    return data if isinstance(data, dict) else None
+        data = json.loads(
+            body.decode("utf-8"), object_pairs_hook=_no_duplicates, parse_constant=_no_constant
+        )
+    except _DuplicateKeyError:
+        return None, "a key appears twice"
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        return None, ""
+    return (data, "") if isinstance(data, dict) else (None, "")
 
 
 @functools.cache

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import hmac
 import json
 import logging
 import threading
@@ -185,7 +186,9 @@ class SandboxHandler(BaseHTTPRequestHandler):
         if state.latency:
             time.sleep(state.latency)
         mode = state.next_mode()
-        self._record(fields, counted=mode not in ("429", "503"))
+        # Refused credentials take no effect, as busy answers: the order is not registered,
+        # so a retry with good credentials succeeds.
+        self._record(fields, counted=mode not in ("429", "503", "auth") and self._authentic(fields))
         if mode == "drop":
             # Read the request, then hang up without a word: the client cannot know.
             self.close_connection = True
@@ -237,9 +240,15 @@ class SandboxHandler(BaseHTTPRequestHandler):
                     state.journal.write(json.dumps(merchant_order) + "\n")
                     state.journal.flush()
 
+    def _authentic(self, fields: dict[str, str]) -> bool:
+        state = self.server.state
+        return fields.get("partner") == state.partner and hmac.compare_digest(
+            fields.get("partner_key", "").encode(), state.partner_key.encode()
+        )
+
     def _answer(self, fields: dict[str, str]) -> dict[str, Any]:
         state = self.server.state
-        if fields.get("partner") != state.partner or fields.get("partner_key") != state.partner_key:
+        if not self._authentic(fields):
             return {"result": "error", "error": "authentication failed"}
         missing = [name for name in REQUIRED if not fields.get(name)]
         if missing:

@@ -9,6 +9,8 @@ import pytest
 from cashback.client import classify_response
 from cashback.models import Outcome
 
+UNIT = "kYbc5KGKB/KnjynYePEF4cpumKmOz22xVKSVWbmtZ0M="
+
 
 def test_the_request_is_form_encoded_with_plain_decimal_amounts(
     make_merchant: Any, upstream: Any
@@ -43,7 +45,8 @@ def test_the_request_is_form_encoded_with_plain_decimal_amounts(
 @pytest.mark.parametrize(
     ("status", "body", "outcome"),
     [
-        (200, b'{"result": "ok", "cashback_amount": 5, "unit": "u"}', Outcome.OK),
+        (200, b'{"result": "ok", "cashback_amount": 5, "unit": "%s"}' % UNIT.encode(), Outcome.OK),
+        (200, b'{"result": "ok", "cashback_amount": 5, "unit": "u"}', Outcome.AMBIGUOUS),
         (200, b'{"result": "ok", "cashback_amount": "5", "unit": "u"}', Outcome.AMBIGUOUS),
         (200, b'{"result": "ok", "cashback_amount": true, "unit": "u"}', Outcome.AMBIGUOUS),
         (200, b'{"result": "ok"}', Outcome.AMBIGUOUS),
