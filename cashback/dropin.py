@@ -28,7 +28,7 @@ from rest_framework.views import APIView
 
 from cashback import services
 from cashback.models import Purchase, Status
-from cashback.serializers import PurchaseRequestSerializer
+from cashback.serializers import PurchaseRequestSerializer, stored_length
 from gateway.exceptions import DomainError, first_message
 from gateway.parsers import DecimalJSONParser
 from gateway.schema import RETRY_AFTER, ErrorSerializer
@@ -128,12 +128,16 @@ class DropInSerializer(serializers.Serializer):
     partner = serializers.CharField(help_text="The merchant's public id (its merchant_id).")
     partner_key = serializers.CharField(help_text="One of the merchant's API keys.")
     customer = serializers.CharField(
-        max_length=255, help_text="Any id of the customer; the same customer sends the same."
+        max_length=stored_length("customer"),
+        help_text="Any id of the customer; the same customer sends the same.",
     )
     order_id = serializers.CharField(
-        max_length=128, help_text="Unique per merchant; a repeat answers the stored outcome."
+        max_length=stored_length("order_id"),
+        help_text="Unique per merchant; a repeat answers the stored outcome.",
     )
-    description = serializers.CharField(required=False, allow_blank=True, max_length=1000)
+    description = serializers.CharField(
+        required=False, allow_blank=True, max_length=stored_length("description")
+    )
     merchant = serializers.CharField(
         required=False, help_text="Ignored: the gateway fills it with the merchant's public id."
     )

@@ -4,8 +4,18 @@ from __future__ import annotations
 
 from django import forms
 from django.contrib.admin import helpers
+from django.db.models import CharField, Model
 
+from cashback.models import Purchase, PurchaseAction
 from cashback.validators import is_valid_unit
+from gateway.money import MAX_MINOR
+
+
+def _length(model: type[Model], field: str) -> int:
+    """Return the stored length of a text field: the form accepts no more than is kept."""
+    column = model._meta.get_field(field)
+    assert isinstance(column, CharField) and column.max_length is not None
+    return column.max_length
 
 
 class _ActionForm(forms.Form):
@@ -14,7 +24,9 @@ class _ActionForm(forms.Form):
     action = forms.CharField(widget=forms.HiddenInput)
     select_across = forms.CharField(widget=forms.HiddenInput, required=False, initial="0")
     note = forms.CharField(
-        max_length=500, required=False, help_text="Why: what you checked, and where."
+        max_length=_length(PurchaseAction, "note"),
+        required=False,
+        help_text="Why: what you checked, and where.",
     )
 
     selected_field = helpers.ACTION_CHECKBOX_NAME
@@ -23,8 +35,13 @@ class _ActionForm(forms.Form):
 class MarkSentForm(_ActionForm):
     """Upstream did pay the purchase: the amount in bytes and the unit it paid with."""
 
-    cashback_amount = forms.IntegerField(min_value=0, label="cashback amount (bytes)")
-    unit = forms.CharField(max_length=44, min_length=44, label="unit")
+    # Stored as a signed 64-bit integer of bytes.
+    cashback_amount = forms.IntegerField(
+        min_value=0, max_value=MAX_MINOR, label="cashback amount (bytes)"
+    )
+    unit = forms.CharField(
+        max_length=_length(Purchase, "unit"), min_length=_length(Purchase, "unit"), label="unit"
+    )
 
     def clean_unit(self) -> str:
         unit: str = self.cleaned_data["unit"].strip()
@@ -36,4 +53,8 @@ class MarkSentForm(_ActionForm):
 class MarkRejectedForm(_ActionForm):
     """Upstream did not pay the purchase: the error it gave, or what the admin found."""
 
-    error = forms.CharField(max_length=1000, label="error", widget=forms.Textarea)
+    error = forms.CharField(
+        max_length=_length(Purchase, "error"),
+        label="error",
+        widget=forms.Textarea,
+    )

@@ -2,17 +2,23 @@
 
 from __future__ import annotations
 
-import unicodedata
 from decimal import Decimal
 from typing import Any
 
 from django.core.exceptions import ValidationError as DjangoValidationError
+from django.db.models import CharField
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
+from cashback.models import Purchase
 from cashback.services import PurchaseInput
-from cashback.validators import is_valid_unit, normalize_address
+from cashback.validators import (
+    CONTROL_CHARACTERS_MESSAGE,
+    has_control_characters,
+    is_valid_unit,
+    normalize_address,
+)
 from gateway.money import (
     AmountError,
     Currency,
@@ -25,10 +31,19 @@ from gateway.money import (
 
 
 def _no_control_characters(value: str) -> None:
-    if any(
-        unicodedata.category(c)[0] == "C" or unicodedata.category(c) in ("Zl", "Zp") for c in value
-    ):
-        raise serializers.ValidationError("Must not contain control characters.")
+    if has_control_characters(value):
+        raise serializers.ValidationError(CONTROL_CHARACTERS_MESSAGE)
+
+
+def stored_length(field: str) -> int:
+    """Return the stored length of a purchase's text field: the one limit of that field."""
+    column = Purchase._meta.get_field(field)
+    assert isinstance(column, CharField) and column.max_length is not None
+    return column.max_length
+
+
+# The longest QR prefix an address may come with; it is stripped before storing.
+_QR_PREFIX_LENGTH = len("byteball:")
 
 
 @extend_schema_field(OpenApiTypes.DECIMAL)
@@ -52,27 +67,31 @@ class PurchaseRequestSerializer(serializers.Serializer):
 
     customer = serializers.CharField(
         min_length=1,
-        max_length=255,
+        max_length=stored_length("customer"),
         trim_whitespace=False,
+        validators=[_no_control_characters],
         help_text="Any id of the customer; the same customer always sends the same value.",
     )
     order_id = serializers.CharField(
         min_length=1,
-        max_length=128,
+        max_length=stored_length("order_id"),
         trim_whitespace=False,
         validators=[_no_control_characters],
         help_text="Unique per merchant; a repeat with the same fields is answered idempotently.",
     )
     description = serializers.CharField(
-        max_length=1000,
+        max_length=stored_length("description"),
         required=False,
         allow_blank=True,
         trim_whitespace=False,
         default="",
+        validators=[_no_control_characters],
         help_text="What was bought; absent means empty.",
     )
     address = serializers.CharField(
-        max_length=300,
+        # The stored address has no prefix: validate_address checks its length again.
+        max_length=stored_length("address") + _QR_PREFIX_LENGTH,
+        validators=[_no_control_characters],
         help_text="An Obyte address (an `obyte:` or `byteball:` prefix is stripped) or an email address.",
     )
     currency = serializers.ChoiceField(
@@ -90,17 +109,23 @@ class PurchaseRequestSerializer(serializers.Serializer):
     purchase_unit = serializers.CharField(
         required=False,
         allow_null=True,
-        min_length=44,
-        max_length=44,
+        min_length=stored_length("purchase_unit"),
+        max_length=stored_length("purchase_unit"),
         trim_whitespace=False,
+        validators=[_no_control_characters],
         help_text="Only with GBYTE: the 44-character base64 id of the customer's payment unit.",
     )
 
     def validate_address(self, value: str) -> str:
         try:
-            return normalize_address(value)
+            address = normalize_address(value)
         except DjangoValidationError as exc:
             raise serializers.ValidationError(exc.messages) from None
+        if len(address) > stored_length("address"):
+            raise serializers.ValidationError(
+                f"Ensure this field has no more than {stored_length('address')} characters."
+            )
+        return address
 
     def validate_partner_cashback_percentage(self, value: Decimal | None) -> Decimal | None:
         if value is None:

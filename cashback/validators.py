@@ -11,6 +11,7 @@ import base64
 import binascii
 import hashlib
 import re
+import unicodedata
 
 from django.core.exceptions import ValidationError
 from django.core.validators import validate_email
@@ -105,6 +106,31 @@ def is_valid_unit(unit: str) -> bool:
     return len(raw) == 32 and base64.b64encode(raw).decode() == unit
 
 
+# Characters no text field of a purchase may hold, by Unicode category: controls (Cc: NUL,
+# tab, CR, LF, ESC, DEL, C1), format characters (Cf: bidi overrides and isolates, zero-width
+# spaces, the BOM, soft hyphen, tag characters), lone surrogates (Cs, which PostgreSQL and
+# UTF-8 cannot store) and line/paragraph separators (Zl, Zp: U+2028/2029 end a line in
+# JavaScript and in some log viewers). They split log lines and CSV rows, hide text in admin
+# pages and reports, and upstream has no use for them. Tab is refused too: no field is
+# tabular, and a tab in a customer id is always a copy-and-paste accident.
+REFUSED_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Zl", "Zp"})
+# Zero-width (non-)joiners are format characters that emoji sequences and several scripts
+# (Persian, Indic) need in ordinary text.
+ALLOWED_FORMAT_CHARACTERS = frozenset({"\u200c", "\u200d"})
+CONTROL_CHARACTERS_MESSAGE = "Must not contain control characters."
+
+
 def has_control_characters(value: str) -> bool:
-    """Return whether `value` has a character that is not printable (tabs, newlines, NUL…)."""
-    return not value.isprintable()
+    """Return whether `value` holds a character of REFUSED_CATEGORIES (NUL, tab, U+202E…)."""
+    if value.isprintable() and value.isascii():
+        return False  # the usual case, answered without a per-character loop
+    return any(
+        unicodedata.category(c) in REFUSED_CATEGORIES and c not in ALLOWED_FORMAT_CHARACTERS
+        for c in value
+    )
+
+
+def validate_no_control_characters(value: str) -> None:
+    """Raise ValidationError if `value` holds a control or format character."""
+    if has_control_characters(value):
+        raise ValidationError(CONTROL_CHARACTERS_MESSAGE, code="control_characters")

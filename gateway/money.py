@@ -13,6 +13,9 @@ from django.db import models
 
 # Upstream limits amounts to 18 significant digits in all; so do we.
 MAX_DIGITS = 18
+# Amounts are stored as signed 64-bit integers of minor units (BigIntegerField): 18 digits
+# of EUR cents fit, but 99999999999999999.99 EUR (1.0e19 cents) or 10^10 GBYTE do not.
+MAX_MINOR = 2**63 - 1
 # Decimal exponents parse_decimal accepts (10^±100), far beyond any real amount.
 MAX_ADJUSTED_EXPONENT = 100
 
@@ -91,6 +94,19 @@ def check_amount(d: Decimal, currency: str) -> None:
         raise AmountError(f"{currency} amounts have at most {places} decimal places")
     if significant_digits(d) > MAX_DIGITS:
         raise AmountError(f"must have at most {MAX_DIGITS} digits in all")
+    if d.scaleb(places) > MAX_MINOR:
+        raise AmountError(f"must be at most {max_amount(currency)} {currency}")
+
+
+def max_amount(currency: str) -> str:
+    """Return the largest amount of `currency` that fits the stored minor units, as text."""
+    return format_minor(MAX_MINOR, currency)
+
+
+def check_minor(minor: int, what: str = "amount") -> None:
+    """Raise AmountError unless `minor` fits the stored 64-bit minor units."""
+    if not -MAX_MINOR <= minor <= MAX_MINOR:
+        raise AmountError(f"{what} must be at most {MAX_MINOR}")
 
 
 def to_minor(d: Decimal, currency: str) -> int:

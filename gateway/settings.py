@@ -204,10 +204,17 @@ if env.bool("TRUST_X_FORWARDED_PROTO", default=False):
 MAX_REQUEST_BODY_BYTES = 64 * 1024
 DATA_UPLOAD_MAX_MEMORY_SIZE = MAX_REQUEST_BODY_BYTES
 
+# Messages live in the session (the database), never in a cookie: admin shows a new API key
+# or webhook secret once, in a message, and a cookie would carry it to the browser's disk and
+# to every proxy log that records cookies.
+MESSAGE_STORAGE = "django.contrib.messages.storage.session.SessionStorage"
+
 # Admin login brute-force protection: the 11th failure in a row is locked out.
 AXES_FAILURE_LIMIT = env.int("AXES_FAILURE_LIMIT", default=10)
 AXES_COOLOFF_TIME = env.float("AXES_COOLOFF_HOURS", default=1.0)
-AXES_LOCKOUT_PARAMETERS = ["ip_address", "username"]
+# By user name and address together: failures for an admin's name from one address lock
+# that name at that address only, so nobody can lock an admin out everywhere by guessing.
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
 AXES_RESET_ON_SUCCESS = True
 AXES_VERBOSE = False
 AXES_HANDLER = "axes.handlers.database.AxesDatabaseHandler"

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError
+from django.db.models import CharField
 
 from gateway.exceptions import DomainError
-from gateway.money import Currency
-from merchants.models import EntryKind, Merchant
+from gateway.money import AmountError, Currency, parse_decimal
+from merchants.models import EntryKind, LedgerEntry, Merchant
 from merchants.services import record_entry
 
 
@@ -30,9 +30,15 @@ class Command(BaseCommand):
         except Merchant.DoesNotExist:
             raise CommandError(f"No merchant with public id {merchant!r}.") from None
         try:
-            value = Decimal(amount)
-        except InvalidOperation:
-            raise CommandError(f"{amount!r} is not a number.") from None
+            # The API's parser: no NaN or infinity, no exponent that overflows the context.
+            value = parse_decimal(amount)
+        except AmountError as exc:
+            raise CommandError(f"amount {amount!r} {exc}.") from None
+        column = LedgerEntry._meta.get_field("memo")
+        assert isinstance(column, CharField) and column.max_length is not None
+        memo_length = column.max_length
+        if len(memo) > memo_length:
+            raise CommandError(f"--memo has {len(memo)} characters; at most {memo_length}.")
         try:
             entry = record_entry(
                 m, EntryKind.DEPOSIT, value, currency, memo=memo or "deposit (command line)"
