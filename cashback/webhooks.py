@@ -13,13 +13,14 @@ import hmac
 import json
 import logging
 import time
+from collections import Counter
 from datetime import datetime, timedelta
 from functools import cache
 
 import requests
 from django.conf import settings
 from django.db import transaction
-from django.db.models import F, Q
+from django.db.models import Count, F, Q
 from django.utils import timezone
 
 from cashback.models import WebhookDelivery
@@ -62,17 +63,50 @@ def _session() -> requests.Session:
 
 
 def claim_due(now: datetime, limit: int) -> list[WebhookDelivery]:
-    """Claim due deliveries (and ones whose lease ran out) for this worker."""
+    """Claim due deliveries (and ones whose lease ran out) for this worker.
+
+    At most `WEBHOOK_MERCHANT_CONCURRENCY` deliveries of one merchant are in flight across
+    all workers, so one merchant's slow endpoint holds a few slots, never all of them.
+    """
+    cap = max(1, settings.WEBHOOK_MERCHANT_CONCURRENCY)
     lease_until = now + LEASE
+    due = Q(state=WebhookDelivery.State.PENDING, next_attempt_at__lte=now) | Q(
+        state=WebhookDelivery.State.DELIVERING, lease_until__lt=now
+    )
     with transaction.atomic():
-        ids = list(
-            locked(
+        in_flight = Counter(
+            dict(
                 WebhookDelivery.objects.filter(
-                    Q(state=WebhookDelivery.State.PENDING, next_attempt_at__lte=now)
-                    | Q(state=WebhookDelivery.State.DELIVERING, lease_until__lt=now)
-                ).order_by("next_attempt_at")
-            ).values_list("pk", flat=True)[:limit]
+                    state=WebhookDelivery.State.DELIVERING, lease_until__gte=now
+                )
+                .values_list("merchant_id")
+                .annotate(n=Count("id"))
+                .order_by()
+            )
         )
+        ids: list[int] = []
+        # Each round leaves out the merchants at their cap; a round that skipped none, or
+        # filled the limit, is the last. Rows this transaction locked are left out by id
+        # (SKIP LOCKED does not skip our own locks).
+        for _ in range(4):
+            full = [merchant for merchant, n in in_flight.items() if n >= cap]
+            rows = list(
+                locked(
+                    WebhookDelivery.objects.filter(due)
+                    .exclude(merchant_id__in=full)
+                    .exclude(pk__in=ids)
+                    .order_by("next_attempt_at")
+                ).values_list("pk", "merchant_id")[: limit - len(ids)]
+            )
+            skipped = False
+            for pk, merchant in rows:
+                if in_flight[merchant] >= cap:
+                    skipped = True
+                    continue
+                in_flight[merchant] += 1
+                ids.append(pk)
+            if not skipped or len(ids) >= limit:
+                break
         if not ids:
             return []
         WebhookDelivery.objects.filter(pk__in=ids).update(

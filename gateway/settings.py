@@ -317,7 +317,12 @@ CASHBACK_RETRY_WINDOW = env.int("CASHBACK_RETRY_WINDOW", default=24 * 3600)
 # A queued purchase that no request claimed within this many seconds is the worker's.
 CASHBACK_QUEUED_GRACE = env.float("CASHBACK_QUEUED_GRACE", default=5.0)
 CASHBACK_WORKER_THREADS = env.int("CASHBACK_WORKER_THREADS", default=8)
+# The worker's longest sleep when idle (a slot that frees or a NOTIFY wakes it sooner), and
+# how often it expires leases and fails purchases past their window.
 CASHBACK_WORKER_IDLE_SLEEP = env.float("CASHBACK_WORKER_IDLE_SLEEP", default=1.0)
+CASHBACK_WORKER_HOUSEKEEPING_INTERVAL = env.float(
+    "CASHBACK_WORKER_HOUSEKEEPING_INTERVAL", default=1.0
+)
 # The upstream connection pool: as large as the threads of a gunicorn worker or a worker.
 CASHBACK_HTTP_POOL_SIZE = env.int(
     "CASHBACK_HTTP_POOL_SIZE",
@@ -331,6 +336,10 @@ WEBHOOK_RETRY_SCHEDULE = [
     int(s) for s in env.list("WEBHOOK_RETRY_SCHEDULE", default=["10", "60", "300", "1800", "7200"])
 ]
 WEBHOOK_MAX_ATTEMPTS = env.int("WEBHOOK_MAX_ATTEMPTS", default=12)
+# Webhook slots of a worker, apart from its upstream sends; and the most deliveries of one
+# merchant in flight at once (across workers), so a slow endpoint cannot hold every slot.
+WEBHOOK_WORKER_THREADS = env.int("WEBHOOK_WORKER_THREADS", default=4)
+WEBHOOK_MERCHANT_CONCURRENCY = env.int("WEBHOOK_MERCHANT_CONCURRENCY", default=2)
 # Development and tests only: allow http:// and loopback/private webhook targets.
 WEBHOOK_ALLOW_PRIVATE = env.bool("WEBHOOK_ALLOW_PRIVATE", default=False)
 

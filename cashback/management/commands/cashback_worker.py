@@ -29,7 +29,12 @@ class Command(BaseCommand):
         signal.signal(signal.SIGINT, request_stop)
         mode = "sandbox" if settings.CASHBACK_SANDBOX else "live"
         logger.info(
-            "worker started", extra={"threads": settings.CASHBACK_WORKER_THREADS, "upstream": mode}
+            "worker started",
+            extra={
+                "threads": settings.CASHBACK_WORKER_THREADS,
+                "webhook_threads": settings.WEBHOOK_WORKER_THREADS,
+                "upstream": mode,
+            },
         )
         run_forever(stop)
         logger.info("worker stopped")
