@@ -21,7 +21,6 @@ from drf_spectacular.utils import (
     extend_schema_field,
 )
 from rest_framework import exceptions, serializers, status
-from rest_framework.parsers import FormParser, MultiPartParser
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -30,7 +29,7 @@ from cashback import services
 from cashback.models import Purchase, Status
 from cashback.serializers import PurchaseRequestSerializer, stored_length
 from gateway.exceptions import DomainError, first_message
-from gateway.parsers import DecimalJSONParser
+from gateway.parsers import BodyRefused, DecimalJSONParser, StrictFormParser, StrictMultiPartParser
 from gateway.schema import RETRY_AFTER, ErrorSerializer
 from gateway.throttling import ApiKeyThrottle, ClientIpThrottle
 from merchants.authentication import authenticate_key
@@ -253,7 +252,7 @@ class NewPurchaseView(APIView):
     # authenticates it itself. DRF's APIView is CSRF-exempt without session authentication.
     authentication_classes: list[Any] = []
     permission_classes: list[Any] = []
-    parser_classes = [FormParser, DecimalJSONParser, MultiPartParser]
+    parser_classes = [StrictFormParser, DecimalJSONParser, StrictMultiPartParser]
     # Per client address here; per merchant key once the body has named it (in `post`).
     throttle_classes = [ClientIpThrottle]
 
@@ -261,6 +260,8 @@ class NewPurchaseView(APIView):
     def post(self, request: Request) -> Response:
         try:
             fields = _as_fields(request.data)
+        except BodyRefused as exc:
+            return Response(error(str(exc.detail)))
         except exceptions.ParseError as exc:
             if "json" in (request.content_type or ""):
                 return Response(error("the request body is not valid JSON"))
