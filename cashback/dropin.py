@@ -26,8 +26,8 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from cashback import services
-from cashback.models import Purchase, Status
-from cashback.serializers import PurchaseRequestSerializer, stored_length
+from cashback.models import OPEN_STATUSES, Purchase, Status
+from cashback.serializers import PurchaseRequestSerializer
 from gateway.exceptions import DomainError, first_message
 from gateway.parsers import BodyRefused, DecimalJSONParser, StrictFormParser, StrictMultiPartParser
 from gateway.schema import RETRY_AFTER, ErrorSerializer
@@ -53,8 +53,6 @@ PURCHASE_FIELDS = (
     "partner_cashback_percentage",
     "purchase_unit",
 )
-# Statuses whose cashback is still on its way: the gateway owns the order id now.
-IN_FLIGHT = (Status.QUEUED, Status.SENDING, Status.PENDING, Status.UNKNOWN)
 
 
 def ok(cashback_amount: int | None, unit: str | None) -> dict[str, Any]:
@@ -87,7 +85,7 @@ def outcome_body(purchase: Purchase) -> dict[str, Any]:
         return error(purchase.error or "rejected by upstream")
     if purchase.status == Status.FAILED:
         return error(f"cashback failed: {purchase.error or 'retries ran out'}")
-    assert purchase.status in IN_FLIGHT
+    assert purchase.status in OPEN_STATUSES
     return error(queued_message(purchase))
 
 
@@ -127,16 +125,12 @@ class DropInSerializer(serializers.Serializer):
     partner = serializers.CharField(help_text="The merchant's public id (its merchant_id).")
     partner_key = serializers.CharField(help_text="One of the merchant's API keys.")
     customer = serializers.CharField(
-        max_length=stored_length("customer"),
-        help_text="Any id of the customer; the same customer sends the same.",
+        max_length=255, help_text="Any id of the customer; the same customer sends the same."
     )
     order_id = serializers.CharField(
-        max_length=stored_length("order_id"),
-        help_text="Unique per merchant; a repeat answers the stored outcome.",
+        max_length=128, help_text="Unique per merchant; a repeat answers the stored outcome."
     )
-    description = serializers.CharField(
-        required=False, allow_blank=True, max_length=stored_length("description")
-    )
+    description = serializers.CharField(required=False, allow_blank=True, max_length=1000)
     merchant = serializers.CharField(
         required=False, help_text="Ignored: the gateway fills it with the merchant's public id."
     )

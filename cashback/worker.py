@@ -20,80 +20,21 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 from django.conf import settings
-from django.db import close_old_connections, transaction
-from django.db.models import F
+from django.db import close_old_connections
 from django.utils import timezone
 
-from cashback import services, webhooks
-from cashback.models import Purchase, Status
+from cashback import lifecycle, services, webhooks
+from cashback.models import Purchase
 from cashback.wakeup import Listener
-from gateway.db import locked
 
 logger = logging.getLogger(__name__)
 
-BATCH = 50
-LEASE_EXPIRED = "lease ran out: the sending process stopped before recording an answer"
-
-
-def expire_leases(now: datetime) -> int:
-    """Mark `sending` purchases whose lease ran out as `unknown` (never re-sent)."""
-    count = Purchase.objects.filter(status=Status.SENDING, lease_until__lt=now).update(
-        status=Status.UNKNOWN, error=LEASE_EXPIRED, lease_until=None, updated_at=now
-    )
-    if count:
-        logger.warning("leases expired", extra={"count": count})
-    return count
-
-
-def fail_expired(now: datetime) -> int:
-    """Fail `pending` purchases past their retry window and release their reservations."""
-    failed = 0
-    while True:
-        with transaction.atomic():
-            rows = list(
-                locked(
-                    Purchase.objects.filter(status=Status.PENDING, retry_deadline__lt=now)
-                    .select_related("merchant")
-                    .order_by("retry_deadline")
-                )[:BATCH]
-            )
-            for purchase in rows:
-                services.fail(purchase, now)
-        failed += len(rows)
-        if len(rows) < BATCH:
-            return failed
-
-
-def claim_due(now: datetime, limit: int) -> list[Purchase]:
-    """Claim up to `limit` due purchases for this worker: `queued`/`pending` → `sending`."""
-    lease_until = now + timedelta(seconds=services.lease_seconds())
-    with transaction.atomic():
-        candidates = list(
-            locked(
-                Purchase.objects.filter(
-                    status__in=(Status.QUEUED, Status.PENDING), next_attempt_at__lte=now
-                ).order_by("next_attempt_at")
-            ).values_list("pk", flat=True)[:limit]
-        )
-        if not candidates:
-            return []
-        Purchase.objects.filter(
-            pk__in=candidates, status__in=(Status.QUEUED, Status.PENDING)
-        ).update(
-            status=Status.SENDING,
-            lease_until=lease_until,
-            attempts=F("attempts") + 1,
-            updated_at=now,
-        )
-        return list(
-            Purchase.objects.filter(
-                pk__in=candidates, status=Status.SENDING, lease_until=lease_until
-            ).select_related("merchant")
-        )
+# The status changes are cashback.lifecycle's; this loop calls them by name.
+LEASE_EXPIRED = lifecycle.LEASE_EXPIRED
 
 
 def _send(purchase: Purchase) -> None:
@@ -109,8 +50,8 @@ def housekeeping(now: datetime) -> int:
 
     Runs on its own cadence, never behind a call in flight. A per-pass heartbeat belongs here.
     """
-    expire_leases(now)
-    return fail_expired(now)
+    lifecycle.expire_leases(now)
+    return lifecycle.fail_expired(now)
 
 
 def run_once(pool: ThreadPoolExecutor | None = None, now: datetime | None = None) -> int:
@@ -121,7 +62,7 @@ def run_once(pool: ThreadPoolExecutor | None = None, now: datetime | None = None
     """
     now = now or timezone.now()
     handled = housekeeping(now)
-    claimed = claim_due(now, limit=settings.CASHBACK_WORKER_THREADS * 2)
+    claimed = lifecycle.claim_due(now, limit=settings.CASHBACK_WORKER_THREADS * 2)
     _run_all(pool, _send, claimed)
     deliveries = webhooks.claim_due(now, limit=settings.WEBHOOK_WORKER_THREADS * 2)
     _run_all(pool, webhooks.deliver_claimed, deliveries)
@@ -238,7 +179,7 @@ class Dispatcher:
         more = False
         free = self.sends.free()
         if free:
-            claimed = claim_due(now, limit=free)
+            claimed = lifecycle.claim_due(now, limit=free)
             for purchase in claimed:
                 self.sends.submit(_send, purchase)
             more = len(claimed) == free

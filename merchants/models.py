@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
+import operator
 import secrets
+from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
@@ -186,6 +189,37 @@ class EntryKind(models.TextChoices):
 MANUAL_KINDS = (EntryKind.DEPOSIT, EntryKind.WITHDRAWAL, EntryKind.ADJUSTMENT)
 
 
+@dataclass(frozen=True)
+class Effect:
+    """How an entry of one kind moves its balance: by `amount × factor` on each side."""
+
+    available: int
+    reserved: int
+    sign: int  # the sign `amount_minor` must have; 0: any sign, never zero
+
+
+# The one table of what each kind does: used by the writes, check_ledger and the constraint.
+ENTRY_EFFECTS: dict[str, Effect] = {
+    EntryKind.DEPOSIT: Effect(available=1, reserved=0, sign=1),
+    EntryKind.WITHDRAWAL: Effect(available=1, reserved=0, sign=-1),
+    EntryKind.ADJUSTMENT: Effect(available=1, reserved=0, sign=0),
+    EntryKind.RESERVATION: Effect(available=1, reserved=-1, sign=-1),
+    EntryKind.RELEASE: Effect(available=1, reserved=-1, sign=1),
+    EntryKind.CAPTURE: Effect(available=0, reserved=1, sign=-1),
+}
+
+
+def _sign_matches_kind() -> Q:
+    def rule(kind: str, effect: Effect) -> Q:
+        if effect.sign > 0:
+            return Q(kind=kind, amount_minor__gt=0)
+        if effect.sign < 0:
+            return Q(kind=kind, amount_minor__lt=0)
+        return Q(kind=kind) & ~Q(amount_minor=0)
+
+    return functools.reduce(operator.or_, (rule(k, e) for k, e in ENTRY_EFFECTS.items()))
+
+
 class AppendOnlyQuerySet(models.QuerySet["LedgerEntry"]):
     def update(self, **kwargs: Any) -> int:
         raise TypeError("Ledger entries are append-only; record a correcting entry instead.")
@@ -197,13 +231,9 @@ class AppendOnlyQuerySet(models.QuerySet["LedgerEntry"]):
 class LedgerEntry(models.Model):
     """One append-only movement of a merchant's deposit in one currency.
 
-    `amount_minor` is signed, in minor units of `currency`:
-    - deposit, withdrawal, adjustment: the change of `available`;
-    - reservation (negative) and release (positive): the change of `available`, with the
-      opposite change of `reserved`;
-    - capture (negative): the change of `reserved`; the money was paid out.
-    So `available` = Σ of the first five kinds and `reserved` = Σ capture − Σ reservation
-    − Σ release.
+    `amount_minor` is signed, in minor units of `currency`; ENTRY_EFFECTS says how each kind
+    moves `available` and `reserved` (a reservation is negative and moves the amount from
+    available to reserved; a capture is negative and pays the reserved amount out).
     """
 
     merchant = models.ForeignKey(Merchant, on_delete=models.PROTECT, related_name="ledger")
@@ -238,14 +268,7 @@ class LedgerEntry(models.Model):
         ]
         constraints = [
             models.CheckConstraint(
-                condition=(
-                    Q(kind=EntryKind.DEPOSIT, amount_minor__gt=0)
-                    | Q(kind=EntryKind.WITHDRAWAL, amount_minor__lt=0)
-                    | (Q(kind=EntryKind.ADJUSTMENT) & ~Q(amount_minor=0))
-                    | Q(kind=EntryKind.RESERVATION, amount_minor__lt=0)
-                    | Q(kind=EntryKind.RELEASE, amount_minor__gt=0)
-                    | Q(kind=EntryKind.CAPTURE, amount_minor__lt=0)
-                ),
+                condition=_sign_matches_kind(),
                 name="ledger_amount_sign_matches_kind",
             ),
         ]

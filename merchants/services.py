@@ -1,8 +1,9 @@
 """Writes to merchants and their deposit ledger.
 
-Every balance change runs inside a transaction that locks the balance row it reads
-(`select_for_update`), writes one ledger entry and updates the cached balance, so the
-balance always equals the sums of its entries and `available` never goes below zero.
+Every balance change is one conditional UPDATE of the balance row (which locks the row it
+reads and refuses to go below zero) plus one ledger entry, inside a transaction, so the
+balance always equals the sums of its entries (ENTRY_EFFECTS says how each kind counts).
+The purchase's own hold bookkeeping lives with the purchase (cashback.lifecycle).
 """
 
 from __future__ import annotations
@@ -10,16 +11,17 @@ from __future__ import annotations
 import logging
 import secrets
 from decimal import Decimal
-from typing import Any, Protocol, cast
+from typing import Any, cast
 
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.models import F
 from django.utils.text import slugify
 
 from gateway.exceptions import DomainError, InsufficientDeposit, InvalidInput
 from gateway.money import AmountError, check_amount, to_minor
 from merchants.models import (
+    ENTRY_EFFECTS,
     ApiKey,
     Balance,
     DepositPolicy,
@@ -31,22 +33,6 @@ from merchants.models import (
 logger = logging.getLogger(__name__)
 
 User = AbstractBaseUser | AnonymousUser | None
-
-
-class Reserving(Protocol):
-    """What the ledger needs of a purchase: its id, merchant, currency and reserved cost."""
-
-    @property
-    def pk(self) -> Any: ...
-
-    @property
-    def merchant(self) -> Merchant: ...
-
-    @property
-    def currency(self) -> str: ...
-
-    @property
-    def reserved_minor(self) -> int: ...
 
 
 def create_merchant(
@@ -85,43 +71,43 @@ def _unique_public_id(name: str) -> str:
     return candidate
 
 
-def _locked_balance(merchant: Merchant, currency: str, *, create: bool) -> Balance | None:
-    qs = Balance.objects.select_for_update(no_key=True)
-    if create:
-        balance, _ = qs.get_or_create(merchant=merchant, currency=currency)
-        return balance
-    return qs.filter(merchant=merchant, currency=currency).first()
-
-
-def _apply(
-    balance: Balance,
+def _move(
+    merchant_id: int,
+    currency: str,
     kind: str,
     amount_minor: int,
     *,
-    purchase: Reserving | None = None,
+    purchase_id: Any = None,
     user: User = None,
     memo: str = "",
-) -> LedgerEntry:
-    """Write one entry and move the locked balance by it (see LedgerEntry for the signs)."""
-    available_delta = reserved_delta = 0
-    if kind in (EntryKind.DEPOSIT, EntryKind.WITHDRAWAL, EntryKind.ADJUSTMENT):
-        available_delta = amount_minor
-    elif kind in (EntryKind.RESERVATION, EntryKind.RELEASE):
-        available_delta, reserved_delta = amount_minor, -amount_minor
-    elif kind == EntryKind.CAPTURE:
-        reserved_delta = amount_minor
-    Balance.objects.filter(pk=balance.pk).update(
+) -> LedgerEntry | None:
+    """Move the balance by one entry and write it; return None if the balance cannot take it.
+
+    The conditional UPDATE locks the row it reads, so `available` and `reserved` never go
+    below zero and concurrent writers serialise on the balance row.
+    """
+    if not connection.in_atomic_block:
+        raise RuntimeError("A ledger entry and its balance change need one transaction.")
+    effect = ENTRY_EFFECTS[kind]
+    available_delta = amount_minor * effect.available
+    reserved_delta = amount_minor * effect.reserved
+    moved = Balance.objects.filter(
+        merchant_id=merchant_id,
+        currency=currency,
+        available_minor__gte=-available_delta,
+        reserved_minor__gte=-reserved_delta,
+    ).update(
         available_minor=F("available_minor") + available_delta,
         reserved_minor=F("reserved_minor") + reserved_delta,
     )
-    balance.available_minor += available_delta
-    balance.reserved_minor += reserved_delta
+    if not moved:
+        return None
     return LedgerEntry.objects.create(
-        merchant_id=balance.merchant_id,
-        currency=balance.currency,
+        merchant_id=merchant_id,
+        currency=currency,
         kind=kind,
         amount_minor=amount_minor,
-        purchase_id=purchase.pk if purchase is not None else None,
+        purchase_id=purchase_id,
         created_by=cast(Any, user) if user is not None and user.is_authenticated else None,
         memo=memo,
     )
@@ -155,13 +141,13 @@ def record_entry(
     elif kind != EntryKind.ADJUSTMENT:
         raise InvalidInput(f"{kind} entries are made by the purchase path, not by hand.")
     with transaction.atomic():
-        balance = _locked_balance(merchant, currency, create=True)
-        assert balance is not None
-        if balance.available_minor + minor < 0:
+        Balance.objects.get_or_create(merchant=merchant, currency=currency)
+        entry = _move(merchant.pk, currency, kind, minor, user=user, memo=memo)
+        if entry is None:
+            balance = Balance.objects.get(merchant=merchant, currency=currency)
             raise InsufficientDeposit(
                 f"Available balance is {balance.available} {currency}; it cannot go below zero."
             )
-        entry = _apply(balance, kind, minor, user=user, memo=memo)
     logger.info(
         "ledger entry recorded",
         extra={
@@ -174,36 +160,43 @@ def record_entry(
     return entry
 
 
-def try_reserve(merchant: Merchant, currency: str, cost_minor: int) -> Balance | None:
-    """Lock the balance and return it if it covers `cost_minor`, else None.
+def reserve_or_downgrade(
+    merchant: Merchant, currency: str, cost_minor: int, *, purchase_id: Any, refused: str
+) -> bool:
+    """Reserve a purchase's partner-funded cost, in the caller's transaction.
 
-    Call inside the transaction that stores the purchase, then `reserve` once it exists.
+    Return True if reserved. If the deposit does not cover it, the merchant's deposit policy
+    decides (the only place it does): `downgrade` returns False (send at 0 %), `reject`
+    raises InsufficientDeposit with the message `refused`.
     """
-    balance = _locked_balance(merchant, currency, create=False)
-    if balance is None or balance.available_minor < cost_minor:
-        return None
-    return balance
+    if cost_minor and _move(
+        merchant.pk, currency, EntryKind.RESERVATION, -cost_minor, purchase_id=purchase_id
+    ):
+        return True
+    if merchant.deposit_policy == DepositPolicy.REJECT:
+        raise InsufficientDeposit(refused)
+    return False
 
 
-def reserve(balance: Balance, purchase: Reserving) -> None:
-    """Move the purchase's cost from available to reserved (balance locked by try_reserve).
+def capture(
+    merchant_id: int, currency: str, cost_minor: int, *, purchase_id: Any, user: User = None
+) -> None:
+    """Pay out a purchase's reservation (the caller moved its hold to captured)."""
+    _settle(EntryKind.CAPTURE, merchant_id, currency, -cost_minor, purchase_id, user)
 
-    The caller records on the purchase that it now holds a reservation.
-    """
-    _apply(balance, EntryKind.RESERVATION, -purchase.reserved_minor, purchase=purchase)
+
+def release(
+    merchant_id: int, currency: str, cost_minor: int, *, purchase_id: Any, user: User = None
+) -> None:
+    """Give a purchase's reservation back to available (the caller moved its hold)."""
+    _settle(EntryKind.RELEASE, merchant_id, currency, cost_minor, purchase_id, user)
 
 
-def settle(purchase: Reserving, kind: str, *, user: User = None) -> None:
-    """Capture or release the purchase's held reservation (the caller checked that it holds)."""
-    balance = _locked_balance(purchase.merchant, purchase.currency, create=False)
-    if balance is None:
-        raise DomainError("The purchase holds a reservation but its balance row is missing.")
-    if kind == EntryKind.CAPTURE:
-        _apply(balance, kind, -purchase.reserved_minor, purchase=purchase, user=user)
-    elif kind == EntryKind.RELEASE:
-        _apply(balance, kind, purchase.reserved_minor, purchase=purchase, user=user)
-    else:
-        raise ValueError(kind)
+def _settle(
+    kind: str, merchant_id: int, currency: str, amount: int, purchase_id: Any, user: User
+) -> None:
+    if _move(merchant_id, currency, kind, amount, purchase_id=purchase_id, user=user) is None:
+        raise DomainError(f"The purchase holds a reservation its {currency} balance does not show.")
 
 
 def balances_of(merchant: Merchant) -> list[dict[str, object]]:

@@ -11,6 +11,7 @@ from django.test.utils import CaptureQueriesContext
 from rest_framework.test import APIClient
 
 from audit.models import AuditEvent
+from cashback.models import Purchase
 from merchants import services as ledger
 from merchants.forms import ApiKeyIssueForm, ApiKeyRevokeForm
 from merchants.models import ApiKey, Balance, LedgerEntry, Merchant
@@ -306,9 +307,10 @@ def _reserve(merchant: Merchant, order_id: str, minor: int) -> None:
         status="queued",
     )
     with transaction.atomic():
-        balance = ledger.try_reserve(merchant, "USD", minor)
-        assert balance is not None
-        ledger.reserve(balance, purchase)
+        assert ledger.reserve_or_downgrade(
+            merchant, "USD", minor, purchase_id=purchase.pk, refused="not covered"
+        )
+        Purchase.objects.filter(pk=purchase.pk).update(hold="held")
 
 
 def test_the_merchant_list_shows_balances_and_flags_a_runway_under_a_day(

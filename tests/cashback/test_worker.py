@@ -13,7 +13,7 @@ import pytest
 from django.db import connection
 from django.utils import timezone
 
-from cashback import services, worker
+from cashback import lifecycle, services, worker
 from cashback.client import UpstreamResult
 from cashback.models import Outcome, Purchase, Status, WebhookDelivery
 from tests.cashback.test_outcomes import closed_port_url
@@ -107,13 +107,13 @@ def test_an_expired_lease_becomes_unknown_and_a_late_answer_still_wins(
     shop.post_purchase()
     purchase = Purchase.objects.get()
     Purchase.objects.update(status=Status.QUEUED)
-    assert services.claim(purchase, (Status.QUEUED,))
+    assert lifecycle.claim(purchase, lifecycle.Actor.WORKER)
     purchase.refresh_from_db()
 
     worker.run_once(now=purchase.lease_until + timedelta(seconds=1))
     purchase.refresh_from_db()
     assert purchase.status == Status.UNKNOWN
-    assert purchase.error == worker.LEASE_EXPIRED
+    assert purchase.error == lifecycle.LEASE_EXPIRED
 
     # The slow call of the process that held the lease answers after all: the truth wins.
     late = UpstreamResult(Outcome.OK, 200, cashback_amount=68_750_000, unit="u" * 44)

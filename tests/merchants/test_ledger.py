@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from django.core.management import CommandError, call_command
 
-from cashback import worker
+from cashback import lifecycle
 from cashback.models import Hold, Purchase, Status
 from gateway.exceptions import InsufficientDeposit, InvalidInput
 from gateway.money import partner_cost_minor, to_minor
@@ -102,7 +102,9 @@ def test_a_failed_purchase_releases_its_reservation(make_merchant: Any, upstream
     shop.post_purchase()
     purchase = Purchase.objects.get()
 
-    worker.fail_expired(purchase.retry_deadline + (purchase.retry_deadline - purchase.created_at))
+    lifecycle.fail_expired(
+        purchase.retry_deadline + (purchase.retry_deadline - purchase.created_at)
+    )
 
     purchase.refresh_from_db()
     assert purchase.status == Status.FAILED

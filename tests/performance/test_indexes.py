@@ -16,7 +16,7 @@ from django.db.models import Model
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
-from cashback import worker
+from cashback import lifecycle
 from cashback.models import Purchase
 from merchants.authentication import authenticate_key
 from merchants.models import ApiKey, Merchant
@@ -118,9 +118,9 @@ def test_every_hot_query_uses_an_index_over_100000_purchases(big_tables: Any) ->
             assert shop.client.get(f"/api/v1/purchases?{query}").status_code == 200
         assert shop.client.get(f"/api/v1/purchases/{own_order}").status_code == 200
         later = now + timedelta(hours=2)  # the pending rows are due by then
-        worker.expire_leases(later)
-        worker.fail_expired(later)
-        assert len(worker.claim_due(later, limit=16)) == 16
+        lifecycle.expire_leases(later)
+        lifecycle.fail_expired(later)
+        assert len(lifecycle.claim_due(later, limit=16)) == 16
     statements = [
         q["sql"]
         for q in captured.captured_queries

@@ -1,0 +1,809 @@
+"""The one place that changes a purchase's status.
+
+TRANSITIONS is the table of every allowed change (from, to, actor). Each function below is
+one kind of change, and its conditional UPDATE (`… WHERE status IN (…) AND attempts = …`)
+is the ownership check: whoever's update matched owns the purchase, nobody else does.
+Nothing else in the code base writes `Purchase.status`.
+
+Lock order everywhere: purchase row, then balance row. No transaction here is ever held
+open across the upstream call: the caller sends between `claim` and `record_outcome`.
+
+The few hot statements are hand-written SQL (storing a purchase, recording an outcome);
+everything else is the ORM.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import random
+import socket
+from collections.abc import Iterable
+from datetime import datetime, timedelta
+from typing import Any, cast
+
+from django.conf import settings
+from django.db import (
+    DatabaseError,
+    IntegrityError,
+    InterfaceError,
+    OperationalError,
+    connection,
+    transaction,
+)
+from django.db.models import F
+from django.db.models.fields import Field
+from django.utils import timezone
+
+from cashback.client import UpstreamResult
+from cashback.models import (
+    FINAL_STATUSES,
+    Alert,
+    Attempt,
+    Hold,
+    Outcome,
+    Purchase,
+    PurchaseAction,
+    Status,
+    WebhookDelivery,
+)
+from cashback.resources import PurchaseSerializer
+from gateway.db import locked
+from gateway.exceptions import DomainError
+from merchants import services as ledger
+from merchants.models import Merchant
+
+logger = logging.getLogger(__name__)
+
+
+class Actor:
+    """Who makes a change: the merchant's request, the background worker, or an admin."""
+
+    REQUEST = "request"
+    WORKER = "worker"
+    ADMIN = "admin"
+    ALL = (REQUEST, WORKER, ADMIN)
+
+
+Q_, SE, SN, RJ, PE, UN, FA = (
+    Status.QUEUED,
+    Status.SENDING,
+    Status.SENT,
+    Status.REJECTED,
+    Status.PENDING,
+    Status.UNKNOWN,
+    Status.FAILED,
+)
+# Statuses whose sending process may still record its answer: `sending`, and `unknown`
+# when its lease ran out (the real answer wins over "the sending process stopped").
+RECORDABLE = (SE, UN)
+# Where an upstream answer takes a purchase (the sender records it, whoever it was).
+OUTCOME_TARGETS = (SN, RJ, PE, FA, UN)
+
+
+def _rows(
+    froms: Iterable[str], tos: Iterable[str], actors: Iterable[str]
+) -> set[tuple[str, str, str]]:
+    return {(f, t, a) for f in froms for t in tos for a in actors}
+
+
+TRANSITIONS: frozenset[tuple[str, str, str]] = frozenset(
+    # Claim: the request sends a fresh purchase at once; the worker takes due ones; an
+    # admin's retry sends the purchase it just made `pending`.
+    _rows([Q_], [SE], [Actor.REQUEST, Actor.WORKER])
+    | _rows([PE], [SE], [Actor.WORKER, Actor.ADMIN])
+    # The sender records upstream's answer.
+    | _rows(RECORDABLE, OUTCOME_TARGETS, Actor.ALL)
+    # The worker: a lease that ran out is `unknown` (never re-sent); a retry window that
+    # ran out is `failed`.
+    | _rows([SE], [UN], [Actor.WORKER])
+    | _rows([PE], [FA], [Actor.WORKER])
+    # Admins: retry, or record what upstream did after checking with it.
+    | _rows([UN, FA, PE], [PE], [Actor.ADMIN])
+    | _rows([UN, PE], [SN, RJ], [Actor.ADMIN])
+)
+
+LEASE_EXPIRED = "lease ran out: the sending process stopped before recording an answer"
+BATCH = 50
+_MAX_BIGINT = 2**63 - 1
+
+
+def allowed(from_status: str, to_status: str, actor: str) -> bool:
+    """Return whether `actor` may move a purchase from `from_status` to `to_status`."""
+    return (from_status, to_status, actor) in TRANSITIONS
+
+
+def sources(to_status: str, actor: str) -> tuple[str, ...]:
+    """Return the statuses `actor` may move a purchase from into `to_status`."""
+    return tuple(s for s in Status.values if allowed(s, to_status, actor))
+
+
+def _check(froms: Iterable[str], to_status: str, actor: str) -> None:
+    refused = [f for f in froms if not allowed(f, to_status, actor)]
+    if refused:
+        raise RuntimeError(f"{actor} may not move a purchase from {refused} to {to_status}")
+
+
+def lease_seconds() -> float:
+    """Return a claim's lease: the call's total deadline plus a margin.
+
+    CASHBACK_TIMEOUT bounds the whole upstream call (connect, send and the whole answer),
+    so no call outlives the lease of the claim it runs under.
+    """
+    return settings.CASHBACK_TIMEOUT + settings.CASHBACK_LEASE_MARGIN
+
+
+def backoff(attempt: int) -> float:
+    """Return seconds before retry number `attempt` (1-based), with ±20 % jitter."""
+    schedule = settings.CASHBACK_RETRY_SCHEDULE
+    base = schedule[min(attempt, len(schedule)) - 1]
+    return base * random.uniform(0.8, 1.2)
+
+
+def lock_purchase(purchase_id: Any) -> Purchase:
+    """Return the purchase with its row locked until the transaction ends.
+
+    Only the purchase row is locked (not its merchant, which every insert of a purchase
+    references), and FOR NO KEY UPDATE lets ledger and attempt rows reference it meanwhile.
+    """
+    return (
+        Purchase.objects.select_for_update(no_key=True, of=("self",))
+        .select_related("merchant")
+        .get(pk=purchase_id)
+    )
+
+
+# --- Storing ---------------------------------------------------------------------------------
+
+_STORE_FIELDS: list[Field[Any, Any]] = []
+
+
+def _purchase_fields() -> list[Field[Any, Any]]:
+    if not _STORE_FIELDS:
+        _STORE_FIELDS.extend(Purchase._meta.concrete_fields)
+    return _STORE_FIELDS
+
+
+def _insert(purchase: Purchase) -> bool:
+    """INSERT the purchase unless the merchant has the order id (or unit); return if it did.
+
+    One statement, no transaction of its own: `ON CONFLICT DO NOTHING` (any unique
+    conflict) answers "already there" without an error and without a SELECT first.
+    """
+    fields = _purchase_fields()
+    table = Purchase._meta.db_table
+    columns = ", ".join(connection.ops.quote_name(f.column) for f in fields)
+    marks = ", ".join(["%s"] * len(fields))
+    values = [f.get_db_prep_save(getattr(purchase, f.attname), connection) for f in fields]
+    # Identifiers come from the model's _meta; every value is a parameter.
+    sql = (
+        f"INSERT INTO {table} ({columns}) VALUES ({marks}) "  # noqa: S608
+        f"ON CONFLICT DO NOTHING RETURNING {connection.ops.quote_name('id')}"
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(sql, values)
+        return cursor.fetchone() is not None
+
+
+def store(purchase: Purchase, *, refused: str) -> bool:
+    """Store a new `queued` purchase, reserving its partner-funded cost; return if stored.
+
+    False: the merchant already has this order id or purchase unit (nothing written).
+    Nothing reserved: one INSERT. Otherwise the INSERT and the reservation share one
+    transaction; a deposit that does not cover it downgrades to 0 % or, under the reject
+    policy, raises InsufficientDeposit (`refused`) and stores nothing.
+    """
+    if not purchase.reserved_minor:
+        purchase.hold = Hold.NONE
+        return _insert(purchase)
+    with transaction.atomic():
+        purchase.hold = Hold.HELD
+        if not _insert(purchase):
+            return False
+        if not ledger.reserve_or_downgrade(
+            purchase.merchant,
+            purchase.currency,
+            purchase.reserved_minor,
+            purchase_id=purchase.pk,
+            refused=refused,
+        ):
+            _downgrade(purchase)
+    return True
+
+
+def _downgrade(purchase: Purchase) -> None:
+    """Send at 0 % partner cashback: the deposit does not cover it."""
+    purchase.percentage, purchase.reserved_minor, purchase.hold = 0, 0, Hold.NONE  # type: ignore[assignment]
+    Purchase.objects.filter(pk=purchase.pk).update(
+        percentage=purchase.percentage, reserved_minor=0, hold=Hold.NONE
+    )
+
+
+# --- Claiming and the worker's sweeps --------------------------------------------------------
+
+
+def claim(purchase: Purchase, actor: str, now: datetime | None = None) -> bool:
+    """Move the purchase to `sending` for `actor` if it is still claimable; return if it did."""
+    now = now or timezone.now()
+    froms = sources(SE, actor)
+    claimed = Purchase.objects.filter(pk=purchase.pk, status__in=froms).update(
+        status=SE,
+        lease_until=now + timedelta(seconds=lease_seconds()),
+        attempts=F("attempts") + 1,
+        updated_at=now,
+    )
+    if claimed:
+        purchase.status = SE
+        purchase.attempts += 1
+    return bool(claimed)
+
+
+def claim_due(now: datetime, limit: int) -> list[Purchase]:
+    """Claim up to `limit` due purchases for the worker: `queued`/`pending` → `sending`."""
+    froms = sources(SE, Actor.WORKER)
+    lease_until = now + timedelta(seconds=lease_seconds())
+    with transaction.atomic():
+        candidates = list(
+            locked(
+                Purchase.objects.filter(status__in=froms, next_attempt_at__lte=now).order_by(
+                    "next_attempt_at"
+                )
+            ).values_list("pk", flat=True)[:limit]
+        )
+        if not candidates:
+            return []
+        Purchase.objects.filter(pk__in=candidates, status__in=froms).update(
+            status=SE,
+            lease_until=lease_until,
+            attempts=F("attempts") + 1,
+            updated_at=now,
+        )
+        return list(
+            Purchase.objects.filter(
+                pk__in=candidates, status=SE, lease_until=lease_until
+            ).select_related("merchant")
+        )
+
+
+def expire_leases(now: datetime) -> int:
+    """Mark `sending` purchases whose lease ran out as `unknown` (never re-sent)."""
+    _check([SE], UN, Actor.WORKER)
+    count = Purchase.objects.filter(status=SE, lease_until__lt=now).update(
+        status=UN, error=LEASE_EXPIRED, lease_until=None, updated_at=now
+    )
+    if count:
+        logger.warning("leases expired", extra={"count": count})
+    return count
+
+
+def fail_expired(now: datetime) -> int:
+    """Fail `pending` purchases past their retry window and release their reservations."""
+    failed = 0
+    while True:
+        with transaction.atomic():
+            rows = list(
+                locked(
+                    Purchase.objects.filter(status=PE, retry_deadline__lt=now)
+                    .select_related("merchant")
+                    .order_by("retry_deadline")
+                )[:BATCH]
+            )
+            for purchase in rows:
+                error = f"retries ran out: {purchase.error or 'upstream unreachable'}"
+                if _finish(purchase, FA, Actor.WORKER, now, error=error, retry_deadline__lt=now):
+                    logger.warning("purchase failed", extra={"order_id": purchase.order_id})
+        failed += len(rows)
+        if len(rows) < BATCH:
+            return failed
+
+
+def _finish(
+    purchase: Purchase,
+    to_status: str,
+    actor: str,
+    now: datetime,
+    *,
+    user: Any = None,
+    attempts: int | None = None,
+    **fields: Any,
+) -> bool:
+    """Move a locked purchase from its current status to `to_status`, settling its hold.
+
+    The conditional update is the ownership check (status as read, and `attempts` when
+    given); extra `…__lt` style keys in `fields` are conditions, the others are values.
+    Call inside a transaction; writes the ledger entry and the webhook in it.
+    """
+    before = purchase.status
+    _check([before], to_status, actor)
+    conditions = {k: fields.pop(k) for k in list(fields) if "__" in k}
+    if attempts is not None:
+        conditions["attempts"] = attempts
+    hold = purchase.hold
+    if hold == Hold.HELD and to_status == SN:
+        hold = Hold.CAPTURED
+    elif hold == Hold.HELD and to_status in (RJ, FA):
+        hold = Hold.RELEASED
+    values: dict[str, Any] = {"status": to_status, "lease_until": None, "updated_at": now}
+    if to_status in FINAL_STATUSES:
+        values["next_attempt_at"] = None
+    values.update(fields, hold=hold)
+    moved = Purchase.objects.filter(pk=purchase.pk, status=before, **conditions).update(**values)
+    if not moved:
+        return False
+    previous_hold = purchase.hold
+    for name, value in values.items():
+        setattr(purchase, name, value)
+    _settle(purchase, previous_hold, user=user)
+    if to_status in FINAL_STATUSES:
+        enqueue_webhook(purchase)
+    return True
+
+
+def _settle(purchase: Purchase, previous_hold: str, *, user: Any = None) -> None:
+    """Write the ledger side of a hold that just changed (purchase row locked)."""
+    if previous_hold != Hold.HELD or purchase.hold == Hold.HELD:
+        return
+    settle = ledger.capture if purchase.hold == Hold.CAPTURED else ledger.release
+    settle(
+        purchase.merchant_id,
+        purchase.currency,
+        purchase.reserved_minor,
+        purchase_id=purchase.pk,
+        user=user,
+    )
+
+
+# --- Recording an outcome --------------------------------------------------------------------
+
+
+def _storable(text: str | None, limit: int | None = None) -> str | None:
+    """Return `text` as both databases can store it: NUL and lone surrogates escaped."""
+    if text is None:
+        return None
+    text = text.encode("utf-8", "backslashreplace").decode("utf-8").replace("\x00", "\\x00")
+    return text if limit is None else text[:limit]
+
+
+def _documented_shape(result: UpstreamResult) -> UpstreamResult:
+    """Return `result`, or `ambiguous` when an `ok` answer cannot be stored as documented.
+
+    The evidence (the amount and unit as answered) stays on the attempt.
+    """
+    if result.outcome != Outcome.OK:
+        return result
+    amount, unit = result.cashback_amount, result.unit
+    why = ""
+    if not isinstance(amount, int) or not 0 <= amount <= _MAX_BIGINT:
+        why = "cashback_amount out of range"
+    elif (
+        not isinstance(unit, str)
+        or not 0 < len(unit) <= 44
+        or _storable(unit) != unit
+        or any(ord(c) < 32 or ord(c) == 127 for c in unit)
+    ):
+        why = "unit is not a unit"
+    if not why:
+        return result
+    return dataclasses.replace(
+        result,
+        outcome=Outcome.AMBIGUOUS,
+        error=f"answer outside the documented shape ({why}); upstream may have paid it",
+    )
+
+
+def _attempt_values(
+    purchase_id: Any,
+    attempt: int,
+    raw: UpstreamResult,
+    result: UpstreamResult,
+    started_at: datetime,
+) -> dict[str, Any]:
+    return {
+        "purchase_id": purchase_id,
+        "number": attempt,
+        "started_at": started_at,
+        "duration_ms": max(0, raw.duration_ms),
+        "http_status": raw.http_status,
+        "outcome": result.outcome,
+        "error": _storable(result.error, 1000) or "",
+        "worker": f"{socket.gethostname()}:{os.getpid()}"[:100],
+        "response_excerpt": _storable(getattr(raw, "response_excerpt", "") or "") or "",
+        "cashback_amount": None if raw.cashback_amount is None else str(raw.cashback_amount),
+        "unit": _storable(raw.unit),
+    }
+
+
+def _outcome_sql(result: UpstreamResult, attempt: int, now: datetime) -> tuple[str, list[Any]]:
+    """Return the SET clause (and its parameters) that applies `result` to the purchase."""
+    held, captured, released = Hold.HELD, Hold.CAPTURED, Hold.RELEASED
+    dt = connection.ops.adapt_datetimefield_value
+    error = _storable(result.error, 1000)
+    common = "lease_until = NULL, updated_at = %s"
+    if result.outcome == Outcome.OK:
+        return (
+            f"status = %s, cashback_amount = %s, unit = %s, error = NULL, sent_at = %s, "
+            f"next_attempt_at = NULL, hold = CASE WHEN hold = '{held}' THEN '{captured}' "
+            f"ELSE hold END, {common}",
+            [SN, result.cashback_amount, result.unit, dt(now), dt(now)],
+        )
+    if result.outcome == Outcome.REJECTED:
+        return (
+            f"status = %s, error = %s, next_attempt_at = NULL, hold = CASE WHEN hold = "
+            f"'{held}' THEN '{released}' ELSE hold END, {common}",
+            [RJ, error, dt(now)],
+        )
+    if result.outcome in (Outcome.NOT_SENT, Outcome.AUTH_FAILED):
+        retry_at = dt(now + timedelta(seconds=backoff(attempt)))
+        ran_out = "(retry_deadline IS NOT NULL AND retry_deadline < %s)"
+        return (
+            f"status = CASE WHEN {ran_out} THEN %s ELSE %s END, "
+            f"error = CASE WHEN {ran_out} THEN %s ELSE %s END, "
+            f"next_attempt_at = CASE WHEN {ran_out} THEN NULL ELSE %s END, "
+            f"hold = CASE WHEN {ran_out} AND hold = '{held}' THEN '{released}' ELSE hold END, "
+            f"{common}",
+            [
+                retry_at,
+                FA,
+                PE,
+                retry_at,
+                f"retries ran out: {error or 'upstream unreachable'}",
+                error,
+                retry_at,
+                retry_at,
+                retry_at,
+                dt(now),
+            ],
+        )
+    return (
+        f"status = %s, error = %s, next_attempt_at = NULL, {common}",
+        [UN, error, dt(now)],
+    )
+
+
+def _purchase_from_row(row: Iterable[Any]) -> Purchase:
+    converted = []
+    for field, value in zip(_purchase_fields(), row, strict=True):
+        column = field.get_col(Purchase._meta.db_table)
+        converters = connection.ops.get_db_converters(column)
+        for convert in converters + cast(Any, field).get_db_converters(connection):
+            value = convert(value, column, connection)
+        converted.append(value)
+    return Purchase.from_db(connection.alias, [f.attname for f in _purchase_fields()], converted)
+
+
+def _apply_sql(
+    purchase_id: Any,
+    attempt: int,
+    raw: UpstreamResult,
+    result: UpstreamResult,
+    started_at: datetime,
+    now: datetime,
+) -> Purchase | None:
+    """Apply the outcome with one conditional UPDATE and write the attempt; return the row.
+
+    PostgreSQL: one statement (the UPDATE and the attempt INSERT in one CTE). SQLite has
+    RETURNING but no data-modifying CTE: two statements, in the caller's transaction.
+    A refusal or a lost answer never overwrites an earlier `ok`: those fall to the slow path.
+    """
+    q = connection.ops.quote_name
+    table, attempts_table = Purchase._meta.db_table, Attempt._meta.db_table
+    sets, set_params = _outcome_sql(result, attempt, now)
+    pk = Purchase._meta.pk.get_db_prep_value(purchase_id, connection)  # type: ignore[union-attr]
+    where = f"id = %s AND attempts = %s AND status IN ({', '.join(['%s'] * len(RECORDABLE))})"
+    where_params: list[Any] = [pk, attempt, *RECORDABLE]
+    if result.outcome != Outcome.OK:
+        where += (
+            f" AND NOT EXISTS (SELECT 1 FROM {attempts_table} WHERE purchase_id = %s "  # noqa: S608
+            f"AND outcome = '{Outcome.OK}')"
+        )
+        where_params.append(pk)
+    columns = ", ".join(q(f.column) for f in _purchase_fields())
+    # Identifiers come from the models' _meta and constants; every value is a parameter.
+    update = f"UPDATE {table} SET {sets} WHERE {where} RETURNING {columns}"  # noqa: S608
+    values = _attempt_values(purchase_id, attempt, raw, result, started_at)
+    with connection.cursor() as cursor:
+        if connection.vendor == "postgresql":
+            attempt_fields = [cast("Field[Any, Any]", Attempt._meta.get_field(n)) for n in values]
+            names = ", ".join(q(f.column) for f in attempt_fields)
+            field_params = [
+                f.get_db_prep_save(v, connection)
+                for f, v in zip(attempt_fields, values.values(), strict=True)
+            ]
+            cursor.execute(
+                f"WITH p AS ({update}), a AS (INSERT INTO {attempts_table} ({names}, applied) "  # noqa: S608
+                f"VALUES ({', '.join(['%s'] * len(values))}, EXISTS (SELECT 1 FROM p))) "
+                f"SELECT {columns} FROM p",
+                [*set_params, *where_params, *field_params],
+            )
+            row = cursor.fetchone()
+        else:
+            cursor.execute(update, [*set_params, *where_params])
+            row = cursor.fetchone()
+            Attempt.objects.create(**values, applied=row is not None)
+    return None if row is None else _purchase_from_row(row)
+
+
+def record_outcome(
+    purchase_id: Any,
+    attempt: int,
+    result: UpstreamResult,
+    *,
+    started_at: datetime,
+    now: datetime | None = None,
+    merchant: Merchant | None = None,
+) -> Purchase:
+    """Record attempt number `attempt` with upstream's answer, and apply it if still owned.
+
+    The attempt row is always written, with the answer as received. It is applied only if
+    the purchase is still this attempt's (`attempts` unchanged, `sending`, or `unknown`
+    after its lease ran out). A late answer is kept with `applied=False`; if upstream says
+    it paid a purchase recorded as anything but `sent`, admins get an alert naming it. If
+    the purchase row cannot be updated, the attempt is still written and the purchase
+    becomes `unknown`. `merchant` (optional) saves loading it.
+    """
+    now = now or timezone.now()
+    raw, result = result, _documented_shape(result)
+    try:
+        with transaction.atomic():
+            purchase = _apply_sql(purchase_id, attempt, raw, result, started_at, now)
+            if purchase is not None:
+                if merchant is not None and merchant.pk == purchase.merchant_id:
+                    purchase.merchant = merchant
+                _after_applied(purchase, result, now)
+                return purchase
+            return _not_applied(purchase_id, attempt, result, now)
+    except (OperationalError, InterfaceError):
+        raise  # the database is unreachable: nothing can be written (the caller spools it)
+    except DatabaseError as exc:
+        return _record_failed_update(purchase_id, attempt, raw, result, started_at, now, exc)
+
+
+def _after_applied(purchase: Purchase, result: UpstreamResult, now: datetime) -> None:
+    if purchase.hold in (Hold.CAPTURED, Hold.RELEASED) and purchase.status in FINAL_STATUSES:
+        # It was held (an open purchase is held or holds nothing): write the ledger side.
+        _settle(purchase, Hold.HELD)
+    if result.outcome == Outcome.AUTH_FAILED:
+        raise_alert(
+            Alert.Kind.AUTH_FAILED,
+            "Upstream answered 'authentication failed': check CASHBACK_PARTNER and "
+            "CASHBACK_PARTNER_KEY.",
+            now,
+        )
+    if purchase.status in FINAL_STATUSES:
+        enqueue_webhook(purchase)
+
+
+def _not_applied(purchase_id: Any, attempt: int, result: UpstreamResult, now: datetime) -> Purchase:
+    """Handle an answer whose conditional update matched nothing (its attempt is written)."""
+    purchase = lock_purchase(purchase_id)
+    earlier = (
+        Attempt.objects.filter(purchase_id=purchase.pk, outcome=Outcome.OK)
+        .exclude(number=attempt)
+        .order_by("number")
+        .first()
+    )
+    owned = purchase.attempts == attempt and purchase.status in RECORDABLE
+    if owned and earlier is not None:
+        # Upstream paid an earlier call of this order: this answer ("already registered",
+        # a timeout) is about that payment, which the purchase now records.
+        _finish(
+            purchase,
+            SN,
+            Actor.WORKER,
+            now,
+            attempts=attempt,
+            cashback_amount=int(earlier.cashback_amount or 0),
+            unit=earlier.unit,
+            error=None,
+            sent_at=now,
+        )
+        Attempt.objects.filter(pk=earlier.pk).update(applied=True)
+        logger.warning(
+            "earlier ok answer recorded",
+            extra={"order_id": purchase.order_id, "attempt": attempt, "ok_attempt": earlier.number},
+        )
+        return purchase
+    logger.warning(
+        "outcome arrived after the purchase moved on",
+        extra={"order_id": purchase.order_id, "attempt": attempt, "status": purchase.status},
+    )
+    if result.outcome == Outcome.OK and purchase.status != SN:
+        _alert_paid_unrecorded(purchase, attempt, result, now)
+    return purchase
+
+
+def _alert_paid_unrecorded(
+    purchase: Purchase, attempt: int, result: UpstreamResult, now: datetime
+) -> None:
+    raise_alert(
+        Alert.Kind.UPSTREAM_PAID_UNRECORDED,
+        f"Upstream paid order {purchase.order_id!r} of merchant {purchase.merchant.public_id} "
+        f"({result.cashback_amount} bytes, unit {result.unit}) on attempt {attempt}, but the "
+        f"purchase is recorded {purchase.status}: reconcile it.",
+        now,
+        subject=str(purchase.pk),
+    )
+
+
+def _record_failed_update(
+    purchase_id: Any,
+    attempt: int,
+    raw: UpstreamResult,
+    result: UpstreamResult,
+    started_at: datetime,
+    now: datetime,
+    exc: DatabaseError,
+) -> Purchase:
+    """Keep the answer when applying it failed: the attempt row, and the purchase `unknown`."""
+    logger.exception("recording the outcome failed", extra={"attempt": attempt})
+    values = _attempt_values(purchase_id, attempt, raw, result, started_at)
+    error = f"the answer could not be recorded ({type(exc).__name__}): see attempt {attempt}"
+    with transaction.atomic():
+        Attempt.objects.create(**values, applied=False)
+        purchase = lock_purchase(purchase_id)
+        if purchase.attempts == attempt and purchase.status in RECORDABLE:
+            _finish(
+                purchase, UN, Actor.WORKER, now, attempts=attempt, error=error, next_attempt_at=None
+            )
+        if result.outcome == Outcome.OK:
+            _alert_paid_unrecorded(purchase, attempt, result, now)
+    return purchase
+
+
+# --- Admins ----------------------------------------------------------------------------------
+
+
+def _record_action(purchase: Purchase, user: Any, action: str, before: str, note: str = "") -> None:
+    PurchaseAction.objects.create(
+        purchase=purchase,
+        user=user if getattr(user, "is_authenticated", False) else None,
+        action=action,
+        status_before=before,
+        status_after=purchase.status,
+        note=note,
+    )
+
+
+def _refuse_if_paid(purchase: Purchase, what: str) -> None:
+    """Refuse to re-send or reject a purchase upstream already answered `ok` for."""
+    paid = (
+        Attempt.objects.filter(purchase_id=purchase.pk, outcome=Outcome.OK)
+        .order_by("number")
+        .first()
+    )
+    if paid is not None:
+        raise DomainError(
+            f"Upstream already paid this purchase: attempt {paid.number} answered ok "
+            f"({paid.cashback_amount} bytes, unit {paid.unit}). It cannot be {what}; "
+            f"mark it sent instead."
+        )
+
+
+def retry(purchase_id: Any, user: Any) -> Purchase:
+    """Make an `unknown`, `failed` or `pending` purchase `pending` now, for an admin.
+
+    A released reservation is reserved again under the merchant's deposit policy. The caller
+    claims and sends it (after this transaction commits).
+    """
+    now = timezone.now()
+    with transaction.atomic():
+        purchase = lock_purchase(purchase_id)
+        before = purchase.status
+        if not allowed(before, PE, Actor.ADMIN):
+            raise DomainError(
+                f"Only unknown, failed or pending purchases can be retried, not {before}."
+            )
+        _refuse_if_paid(purchase, "retried")
+        hold = purchase.hold
+        if hold == Hold.RELEASED and purchase.reserved_minor:
+            refused = (
+                f"The deposit in {purchase.currency} no longer covers this purchase's "
+                f"partner cashback, and the merchant's policy is reject."
+            )
+            if ledger.reserve_or_downgrade(
+                purchase.merchant,
+                purchase.currency,
+                purchase.reserved_minor,
+                purchase_id=purchase.pk,
+                refused=refused,
+            ):
+                purchase.hold = Hold.HELD
+            else:
+                purchase.percentage, purchase.reserved_minor, purchase.hold = 0, 0, Hold.NONE  # type: ignore[assignment]
+        moved = Purchase.objects.filter(pk=purchase.pk, status=before).update(
+            status=PE,
+            next_attempt_at=now,
+            retry_deadline=now + timedelta(seconds=settings.CASHBACK_RETRY_WINDOW),
+            updated_at=now,
+            lease_until=None,
+            hold=purchase.hold,
+            percentage=purchase.percentage,
+            reserved_minor=purchase.reserved_minor,
+        )
+        if not moved:  # the row is locked: only a bug gets here
+            raise DomainError("The purchase changed meanwhile; try again.")
+        purchase.refresh_from_db()
+        _record_action(purchase, user, "retry", before)
+    return purchase
+
+
+def mark_sent(
+    purchase_id: Any, user: Any, cashback_amount: int, unit: str, note: str = ""
+) -> Purchase:
+    """Record that upstream did pay an `unknown` or `pending` purchase (checked by an admin)."""
+    return _resolve(
+        purchase_id,
+        user,
+        "mark_sent",
+        note,
+        SN,
+        cashback_amount=cashback_amount,
+        unit=unit,
+        error=None,
+    )
+
+
+def mark_rejected(purchase_id: Any, user: Any, error: str, note: str = "") -> Purchase:
+    """Record that upstream did not pay an `unknown` or `pending` purchase."""
+    return _resolve(
+        purchase_id, user, "mark_rejected", note, RJ, error=error or "rejected by an admin"
+    )
+
+
+def _resolve(
+    purchase_id: Any, user: Any, action: str, note: str, to_status: str, **fields: Any
+) -> Purchase:
+    now = timezone.now()
+    with transaction.atomic():
+        purchase = lock_purchase(purchase_id)
+        before = purchase.status
+        if not allowed(before, to_status, Actor.ADMIN):
+            raise DomainError(
+                f"Only unknown or pending purchases can be resolved by hand, not {before}."
+            )
+        if to_status == RJ:
+            _refuse_if_paid(purchase, "marked rejected")
+        if to_status == SN:
+            fields["sent_at"] = now
+        if not _finish(purchase, to_status, Actor.ADMIN, now, user=user, **fields):
+            raise DomainError("The purchase changed meanwhile; try again.")
+        _record_action(purchase, user, action, before, note)
+    return purchase
+
+
+# --- Side effects written with a status change -----------------------------------------------
+
+
+def raise_alert(kind: str, message: str, now: datetime, *, subject: str = "") -> None:
+    """Open (or refresh) an alert that every admin page shows until it is resolved.
+
+    One alert per (kind, subject): `subject` names what it is about (a purchase id, a
+    merchant's public id), blank for a global condition.
+    """
+    subject = str(subject)
+    updated = Alert.objects.filter(kind=kind, subject=subject).update(
+        message=message, last_seen=now, count=F("count") + 1, resolved_at=None
+    )
+    if not updated:
+        try:
+            with transaction.atomic():
+                Alert.objects.create(
+                    kind=kind, subject=subject, message=message, first_seen=now, last_seen=now
+                )
+        except IntegrityError:
+            pass
+    logger.error("alert raised", extra={"alert": kind, "subject": subject})
+
+
+def enqueue_webhook(purchase: Purchase) -> None:
+    """Write the webhook delivery of a final status, in the caller's transaction."""
+    if not purchase.merchant.webhook_url:
+        return
+    WebhookDelivery.objects.create(
+        purchase=purchase,
+        merchant=purchase.merchant,
+        event=f"purchase.{purchase.status}",
+        payload=PurchaseSerializer(purchase).data,
+        next_attempt_at=timezone.now(),
+    )
