@@ -17,14 +17,14 @@ import unicodedata
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlencode
 
-import requests
+import certifi
 from django.conf import settings
-from requests.adapters import HTTPAdapter
-from urllib3.exceptions import MaxRetryError, NewConnectionError
 
 from cashback.models import Outcome
 from cashback.validators import is_valid_unit
+from gateway.http import DEADLINE_SLACK, Exchange, UpstreamPool
 from gateway.logging import redact
 
 logger = logging.getLogger(__name__)
@@ -47,7 +47,14 @@ class UpstreamResult:
 
 
 class CashbackClient:
-    """Send purchases to `new_purchase` over a pooled, kept-alive HTTP session."""
+    """Send purchases to `new_purchase` over a pooled, kept-alive connection.
+
+    Contract: `new_purchase()` returns within `timeout` + `DEADLINE_SLACK` (0.25 s) seconds,
+    whatever upstream and the network do (name lookup, connect, TLS, sending and the whole
+    answer share one deadline; `connect_timeout` caps the connect phase inside it). A
+    sending purchase's lease is therefore `CASHBACK_TIMEOUT` + `CASHBACK_LEASE_MARGIN`.
+    Redirects are never followed, and answers are read to `MAX_ANSWER_BYTES`.
+    """
 
     def __init__(
         self,
@@ -58,21 +65,17 @@ class CashbackClient:
         timeout: float,
         connect_timeout: float,
         pool_size: int,
+        ca_certs: str | None = None,
     ) -> None:
         self.url = url
         self._credentials = {"partner": partner, "partner_key": partner_key}
-        self.timeout = (connect_timeout, timeout)
-        self.session = requests.Session()
-        # No automatic retries: a POST retried by the transport could be sent twice.
-        adapter = HTTPAdapter(pool_connections=1, pool_maxsize=pool_size, max_retries=0)
-        self.session.mount("http://", adapter)
-        self.session.mount("https://", adapter)
-        self.session.headers["User-Agent"] = "cashback-gateway/1.0"
-        # requests re-reads every environment variable for proxies on each call (7 % of a
-        # purchase's CPU in the profile); read them once, for this URL, and stop.
-        self.session.proxies.update(requests.utils.get_environ_proxies(url))
-        self.session.verify = os.environ.get("REQUESTS_CA_BUNDLE") or True
-        self.session.trust_env = False
+        self.timeout = timeout
+        self.connect_timeout = min(connect_timeout, timeout)
+        self.pool = UpstreamPool(
+            url,
+            pool_size=pool_size,
+            ca_certs=ca_certs or os.environ.get("REQUESTS_CA_BUNDLE") or certifi.where(),
+        )
 
     def __repr__(self) -> str:
         return f"<CashbackClient {self.url}>"
@@ -80,55 +83,71 @@ class CashbackClient:
     def new_purchase(self, fields: Mapping[str, str]) -> UpstreamResult:
         """POST one purchase (form-encoded, as every known client does) and classify the answer."""
         started = time.monotonic()
-        try:
-            response = self.session.post(
-                self.url,
-                data={**self._credentials, **fields},
-                timeout=self.timeout,
-                # A redirect is never followed: the partner key goes to the configured URL only.
-                allow_redirects=False,
-            )
-        except requests.RequestException as exc:
-            return _classify_exception(exc, _ms_since(started), self.timeout[1])
-        return classify_response(
-            response.status_code,
-            response.content,
-            _ms_since(started),
-            location=response.headers.get("Location"),
+        exchange = self.pool.post(
+            urlencode({**self._credentials, **fields}).encode(),
+            FORM_HEADERS,
+            timeout=self.timeout,
+            connect_timeout=self.connect_timeout,
         )
+        ms = _ms_since(started)
+        if exchange.status is not None and exchange.failure in ("too-large", "encoding"):
+            return _unreadable_answer(exchange, ms)
+        if exchange.status is not None and not exchange.failure:
+            location = exchange.headers.get("Location")
+            return classify_response(exchange.status, exchange.body, ms, location=location)
+        return _classify_failure(exchange, ms, self.timeout)
+
+
+FORM_HEADERS = {
+    "Content-Type": "application/x-www-form-urlencoded",
+    "Accept": "application/json",
+}
+# The lease of a sending purchase must cover a call: CASHBACK_TIMEOUT plus this.
+CALL_SLACK = DEADLINE_SLACK
 
 
 def _ms_since(started: float) -> int:
     return int((time.monotonic() - started) * 1000)
 
 
-def _classify_exception(exc: requests.RequestException, ms: int, timeout: float) -> UpstreamResult:
-    """Decide whether a failed request may have reached upstream."""
-    if isinstance(exc, requests.ConnectTimeout):
-        return UpstreamResult(Outcome.NOT_SENT, error="connect timeout", duration_ms=ms)
-    if isinstance(exc, requests.exceptions.SSLError):
-        return UpstreamResult(Outcome.NOT_SENT, error="TLS handshake failed", duration_ms=ms)
-    if isinstance(exc, requests.ReadTimeout):
-        return UpstreamResult(
-            Outcome.AMBIGUOUS,
-            error=f"no answer within {timeout:g} s (read timeout)",
-            duration_ms=ms,
-        )
-    if isinstance(exc, requests.ConnectionError):
-        reason = exc.args[0] if exc.args else None
-        if isinstance(reason, MaxRetryError):
-            reason = reason.reason
-        if isinstance(reason, NewConnectionError):
-            # Refused, unreachable or DNS failure (NameResolutionError is a subclass):
-            # no byte of the request left this host.
-            return UpstreamResult(
-                Outcome.NOT_SENT, error="could not connect to upstream", duration_ms=ms
-            )
-        return UpstreamResult(
-            Outcome.AMBIGUOUS, error="connection lost after the request was sent", duration_ms=ms
-        )
+def _unreadable_answer(exchange: Exchange, ms: int) -> UpstreamResult:
+    """An answer over the size bound or in a coding we cannot read: it may have been ok."""
     return UpstreamResult(
-        Outcome.AMBIGUOUS, error=f"request failed ({type(exc).__name__})", duration_ms=ms
+        Outcome.AMBIGUOUS,
+        exchange.status,
+        error=f"unreadable answer (HTTP {exchange.status}, {exchange.detail})",
+        duration_ms=ms,
+        response_excerpt=make_excerpt(exchange.body[:4096].decode("utf-8", "backslashreplace")),
+    )
+
+
+def _classify_failure(exchange: Exchange, ms: int, timeout: float) -> UpstreamResult:
+    """Decide from what the transport did whether a failed call may have reached upstream.
+
+    `NOT_SENT` only when no byte of the request was written (the transport records it);
+    anything that failed after sending began is `AMBIGUOUS`, TLS errors included.
+    """
+    if not exchange.request_started:
+        messages = {
+            "dns": "could not connect to upstream (its name does not resolve)",
+            "connect-timeout": "connect timeout",
+            "tls": "TLS handshake failed",
+        }
+        error = messages.get(exchange.failure, "could not connect to upstream")
+        return UpstreamResult(Outcome.NOT_SENT, error=error, duration_ms=ms)
+    status = exchange.status
+    if exchange.failure == "timeout":
+        if exchange.phase == "answered" and status is not None:
+            error = f"answer not complete within {timeout:g} s (HTTP {status})"
+        else:
+            error = f"no answer within {timeout:g} s (read timeout)"
+    elif exchange.detail == "TLS stream broken":
+        error = "connection lost after the request was sent (TLS stream broken)"
+    else:
+        error = "connection lost after the request was sent"
+    excerpt = make_excerpt(exchange.body.decode("utf-8", "backslashreplace"))
+    return UpstreamResult(
+        Outcome.AMBIGUOUS, status, error=error, duration_ms=ms, response_excerpt=excerpt
     )
 
 

@@ -106,6 +106,7 @@ class ScriptedServer:
 
 def make_certificate(directory: Path, name: str = "localhost") -> tuple[Path, Path]:
     """Write a throwaway self-signed certificate for `name` and 127.0.0.1; return (cert, key)."""
+    directory.mkdir(parents=True, exist_ok=True)
     cert, key = directory / f"{name}.pem", directory / f"{name}.key"
     subprocess.run(
         [
