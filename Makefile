@@ -28,6 +28,9 @@ run: install
 	$(PY) manage.py migrate --noinput -v0
 	$(PY) manage.py collectstatic --noinput -v0
 	$(PY) manage.py setup_demo
+	@# Metrics (docs/operations.md): each process type writes its samples under .metrics/,
+	@# emptied here because prometheus-client's multiprocess mode needs a clean start.
+	rm -rf .metrics && mkdir -p .metrics/web .metrics/worker
 	@if $(PY) -c 'import sys; from pathlib import Path; import environ; e = environ.Env(); e.read_env(Path(".env")); sys.exit(0 if e.bool("CASHBACK_SANDBOX", default=False) else 1)'; then \
 		echo "  SANDBOX mode: starting the local sandbox upstream on 127.0.0.1:8900"; \
 		$(VENV)/bin/honcho start web worker sandbox; \
@@ -38,7 +41,7 @@ run: install
 lint: install
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
-	$(TEST_ENV) $(VENV)/bin/mypy gateway merchants cashback audit
+	$(TEST_ENV) $(VENV)/bin/mypy gateway merchants cashback audit monitoring
 	$(VENV)/bin/lint-imports --no-cache
 
 test: install lint test-sqlite test-postgres

@@ -1,8 +1,23 @@
 """Gunicorn settings. Threaded workers: a purchase request spends most of its life waiting
 on upstream, and sync workers would cap a host at a handful of purchases in flight."""
 
+import atexit
 import multiprocessing
 import os
+import shutil
+import tempfile
+from typing import Any
+
+# Metrics (docs/operations.md): every worker process writes its samples into this directory
+# and /metrics adds them up. It must be set before prometheus_client is first imported, which
+# is why it is set here, in the master, before the app loads. Without one configured, a
+# private directory is made for this master and removed when it exits; it is always empty at
+# start, as the multiprocess mode requires.
+if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+    _metrics_dir = tempfile.mkdtemp(prefix="cashback-metrics-")
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = _metrics_dir
+    _master = os.getpid()
+    atexit.register(lambda: os.getpid() == _master and shutil.rmtree(_metrics_dir, True))
 
 bind = os.environ.get("GUNICORN_BIND", "127.0.0.1:8000")
 workers = int(os.environ.get("GUNICORN_WORKERS", min(4, multiprocessing.cpu_count() * 2)))
@@ -19,3 +34,10 @@ errorlog = "-"
 # Redact API keys and the partner key from gunicorn's own logs too (gateway/logging.py).
 logger_class = "gateway.logging.RedactingGunicornLogger"
 forwarded_allow_ips = os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1")
+
+
+def child_exit(server: object, worker: Any) -> None:
+    """Forget a dead worker's live gauges; its counters stay in the sum."""
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(worker.pid)

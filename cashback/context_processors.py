@@ -8,6 +8,7 @@ from django.http import HttpRequest
 from django.utils.functional import SimpleLazyObject
 
 from cashback.models import Alert
+from monitoring.heartbeat import worker_banner
 
 
 def admin_alerts(request: HttpRequest) -> dict[str, Any]:
@@ -20,5 +21,6 @@ def admin_alerts(request: HttpRequest) -> dict[str, Any]:
     return {
         "cashback_alerts": SimpleLazyObject(
             lambda: list(Alert.objects.filter(resolved_at__isnull=True).order_by("first_seen"))
-        )
+        ),
+        "cashback_worker": SimpleLazyObject(worker_banner),
     }

@@ -49,6 +49,7 @@ from cashback.models import (
     WebhookDelivery,
 )
 from cashback.resources import PurchaseSerializer
+from gateway import metrics
 from gateway.db import locked
 from gateway.exceptions import DomainError
 from merchants import services as ledger
@@ -292,6 +293,7 @@ def fail_expired(now: datetime) -> int:
             for purchase in rows:
                 error = f"retries ran out: {purchase.error or 'upstream unreachable'}"
                 if _finish(purchase, FA, Actor.WORKER, now, error=error, retry_deadline__lt=now):
+                    _count(FA)
                     logger.warning("purchase failed", extra={"order_id": purchase.order_id})
         failed += len(rows)
         if len(rows) < BATCH:
@@ -559,7 +561,13 @@ def record_outcome(
         return _record_failed_update(purchase_id, attempt, raw, result, started_at, now, exc)
 
 
+def _count(status: str) -> None:
+    """Count a purchase reaching `status` (a metric), once the transaction commits."""
+    transaction.on_commit(lambda: metrics.PURCHASES.labels(outcome=status).inc())
+
+
 def _after_applied(purchase: Purchase, result: UpstreamResult, now: datetime) -> None:
+    _count(purchase.status)
     if purchase.hold in (Hold.CAPTURED, Hold.RELEASED) and purchase.status in FINAL_STATUSES:
         # It was held (an open purchase is held or holds nothing): write the ledger side.
         _settle(purchase, Hold.HELD)

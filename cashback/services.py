@@ -20,6 +20,7 @@ from django.utils import timezone
 from cashback import lifecycle
 from cashback.client import get_client
 from cashback.models import Purchase, Status
+from gateway import metrics
 from gateway.exceptions import Conflict, InvalidInput
 from gateway.money import format_plain, partner_cost_minor
 from merchants.models import Merchant
@@ -168,6 +169,8 @@ def send_claimed(purchase: Purchase) -> Purchase:
     attempt = purchase.attempts
     started_at = timezone.now()
     result = get_client().new_purchase(upstream_fields(purchase))
+    metrics.UPSTREAM_CALLS.labels(outcome=result.outcome).inc()
+    metrics.UPSTREAM_LATENCY.observe(result.duration_ms / 1000)
     logger.info(
         "upstream attempt",
         extra={

@@ -24,6 +24,7 @@ from django.db.models import Count, F, Q
 from django.utils import timezone
 
 from cashback.models import WebhookDelivery
+from gateway import metrics
 from gateway.db import locked
 from merchants.webhooks import WebhookUrlError, check_webhook_url
 
@@ -170,6 +171,7 @@ def _retry_or_fail(delivery: WebhookDelivery, status: int | None, error: str) ->
         _finish(delivery, WebhookDelivery.State.FAILED, status, f"{error}; attempts ran out")
         return
     delay = schedule[min(delivery.attempts, len(schedule)) - 1]
+    metrics.WEBHOOK_DELIVERIES.labels(result="retry").inc()
     WebhookDelivery.objects.filter(pk=delivery.pk).update(
         state=WebhookDelivery.State.PENDING,
         next_attempt_at=timezone.now() + timedelta(seconds=delay),
@@ -187,6 +189,7 @@ def _finish(delivery: WebhookDelivery, state: str, status: int | None, error: st
         last_error=error,
         delivered_at=timezone.now() if state == WebhookDelivery.State.DELIVERED else None,
     )
+    metrics.WEBHOOK_DELIVERIES.labels(result=state).inc()
     logger.info("webhook %s", state, extra={"delivery": delivery.pk, "http_status": status})
 
 

@@ -30,6 +30,7 @@ from django.utils import timezone
 from cashback import lifecycle, services, webhooks
 from cashback.models import Purchase
 from cashback.wakeup import Listener
+from monitoring.heartbeat import Heartbeat
 
 logger = logging.getLogger(__name__)
 
@@ -132,6 +133,7 @@ class Dispatcher:
         self.hooks = Slots("webhook", settings.WEBHOOK_WORKER_THREADS, self.wake)
         self.listener = Listener(self.wake, stop)
         self.passes = 0  # dispatcher iterations, for tests and the heartbeat
+        self.heartbeat = Heartbeat()
 
     def run(self) -> None:
         self.listener.start()
@@ -148,6 +150,8 @@ class Dispatcher:
                             time.monotonic() + settings.CASHBACK_WORKER_HOUSEKEEPING_INTERVAL
                         )
                     more = self.dispatch(timezone.now())
+                    # A pass completed: say so (host, pid, version; monitoring.heartbeat).
+                    self.heartbeat.beat()
                 except Exception:
                     logger.exception("worker pass failed; retrying")
                     close_old_connections()
@@ -163,6 +167,10 @@ class Dispatcher:
             self.sends.shutdown()
             self.hooks.shutdown()
             self.listener.join()
+            try:
+                self.heartbeat.stop()
+            except Exception:
+                logger.warning("could not record that the worker stopped", exc_info=True)
             close_old_connections()
 
     def _sleep(self, seconds: float) -> None:

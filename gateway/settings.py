@@ -64,6 +64,7 @@ INSTALLED_APPS = [
     "merchants",
     "cashback",
     "audit",
+    "monitoring",
 ]
 
 MIDDLEWARE = [
@@ -185,7 +186,7 @@ SESSION_COOKIE_HTTPONLY = True
 SESSION_COOKIE_AGE = env.int("SESSION_COOKIE_AGE", default=8 * 3600)
 CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
 SECURE_SSL_REDIRECT = env.bool("SECURE_SSL_REDIRECT", default=False)
-SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^readyz$"]
+SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^readyz$", r"^metrics$"]
 SECURE_HSTS_SECONDS = env.int("SECURE_HSTS_SECONDS", default=0)
 # The gateway is served from its own host name, so its subdomains can be HTTPS-only too.
 SECURE_HSTS_INCLUDE_SUBDOMAINS = env.bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", default=True)
@@ -342,6 +343,24 @@ WEBHOOK_WORKER_THREADS = env.int("WEBHOOK_WORKER_THREADS", default=4)
 WEBHOOK_MERCHANT_CONCURRENCY = env.int("WEBHOOK_MERCHANT_CONCURRENCY", default=2)
 # Development and tests only: allow http:// and loopback/private webhook targets.
 WEBHOOK_ALLOW_PRIVATE = env.bool("WEBHOOK_ALLOW_PRIVATE", default=False)
+
+# --- Operations: metrics, the worker's heartbeat (docs/operations.md) ---------------------
+
+# The version each worker reports in its heartbeat.
+GATEWAY_VERSION = env.str("GATEWAY_VERSION", default="1.0.0")
+# `/metrics` answers only this bearer token; unset: only direct connections from loopback.
+METRICS_TOKEN = env.str("METRICS_TOKEN", default="")
+# Directories of other processes' samples to add (the workers'; PROMETHEUS_MULTIPROC_DIR is
+# this process's own).
+METRICS_EXTRA_DIRS = env.list("METRICS_EXTRA_DIRS", default=[])
+METRICS_CACHE_SECONDS = env.float("METRICS_CACHE_SECONDS", default=5.0)
+METRICS_RUNWAY_CACHE_SECONDS = env.float("METRICS_RUNWAY_CACHE_SECONDS", default=60.0)
+RUNWAY_WINDOW_DAYS = env.int("RUNWAY_WINDOW_DAYS", default=7)
+# A worker writes its heartbeat at most this often, and is silent after this long without.
+WORKER_HEARTBEAT_INTERVAL = env.float("WORKER_HEARTBEAT_INTERVAL", default=2.0)
+WORKER_SILENT_AFTER = env.float("WORKER_SILENT_AFTER", default=60.0)
+# `/readyz` answers 503 while no worker completed a pass within WORKER_SILENT_AFTER.
+READYZ_REQUIRE_WORKER = env.bool("READYZ_REQUIRE_WORKER", default=False)
 
 # --- Logging --------------------------------------------------------------------------------
 

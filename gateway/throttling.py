@@ -20,6 +20,8 @@ from django.conf import settings
 from django.core.cache import cache
 from rest_framework.throttling import BaseThrottle
 
+from gateway import metrics
+
 logger = logging.getLogger(__name__)
 
 _PERIODS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -79,7 +81,10 @@ class CountingThrottle(BaseThrottle):
         if self.rate is None:
             return True
         ident = self.identity(request)
-        return ident is None or self.count(ident, add=1) <= self.rate[0]
+        if ident is None or self.count(ident, add=1) <= self.rate[0]:
+            return True
+        metrics.THROTTLED.labels(scope=self.scope).inc()
+        return False
 
     def wait(self) -> float | None:
         return max(1, math.ceil(self.window_end - time.time())) if self.window_end else None
@@ -125,7 +130,10 @@ class FailedAuthThrottle(ClientIpThrottle):
         if self.rate is None:
             return False
         self.ident = self.identity(request) or "-"
-        return self.count(self.ident) >= self.rate[0]
+        if self.count(self.ident) < self.rate[0]:
+            return False
+        metrics.THROTTLED.labels(scope=self.scope).inc()
+        return True
 
     def record_failure(self) -> None:
         """Count one failure of the address `blocked` was last asked about."""

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from django.contrib import admin
-from django.db import connection
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.urls import include, path
 from django.views import defaults
@@ -15,17 +14,6 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitVie
 def healthz(request: HttpRequest) -> JsonResponse:
     """Answer while the process serves requests (liveness)."""
     return JsonResponse({"status": "ok"})
-
-
-@require_GET
-def readyz(request: HttpRequest) -> JsonResponse:
-    """Answer 200 only while the database answers (readiness, for the load balancer)."""
-    try:
-        with connection.cursor() as cursor:
-            cursor.execute("SELECT 1")
-    except Exception:
-        return JsonResponse({"status": "unavailable", "database": "unreachable"}, status=503)
-    return JsonResponse({"status": "ok", "database": "ok"})
 
 
 def not_found(request: HttpRequest, exception: Exception) -> HttpResponse:
@@ -57,7 +45,8 @@ handler500 = server_error
 
 urlpatterns = [
     path("healthz", healthz),
-    path("readyz", readyz),
+    path("", include("monitoring.urls")),  # readyz
+    path("", include("cashback.metrics_endpoint")),  # metrics
     # The payouts dashboard and reports live inside admin; before admin's own routes.
     path("admin/payouts/", include("cashback.dashboard")),
     path("admin/", admin.site.urls),

@@ -16,6 +16,7 @@ from rest_framework.permissions import BasePermission
 from rest_framework.request import Request
 from rest_framework.settings import api_settings
 
+from gateway import metrics
 from gateway.throttling import FailedAuthThrottle
 from merchants.models import ApiKey, Merchant, hash_api_key, parse_api_key
 
@@ -106,6 +107,7 @@ class ApiKeyAuthentication(BaseAuthentication):
         key = authenticate_key(raw, client_ip(request))
         if key is None:
             failures.record_failure()
+            metrics.API_AUTH_FAILURES.inc()
             raise exceptions.AuthenticationFailed(INVALID_KEY)
         return key.merchant, key
 
@@ -120,6 +122,7 @@ class IsMerchant(BasePermission):
 
     def has_permission(self, request: Any, view: Any) -> bool:
         if not isinstance(request.auth, ApiKey):
+            metrics.API_AUTH_FAILURES.inc()
             raise exceptions.NotAuthenticated(INVALID_KEY)
         return bool(request.user.is_active)
 
