@@ -107,6 +107,12 @@ class Purchase(models.Model):
                 condition=Q(status__in=["unknown", "pending"]),
                 name="purchase_needs_attention",
             ),
+            # The `failed` gauge of /metrics counts these without reading the table.
+            models.Index(
+                fields=["status", "updated_at"],
+                condition=Q(status="failed"),
+                name="purchase_failed",
+            ),
         ]
         permissions = [("export_payouts", "Can export payout reports and see the dashboard")]
 
