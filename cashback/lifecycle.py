@@ -495,11 +495,16 @@ def _apply_sql(
     where = f"id = %s AND attempts = %s AND status IN ({', '.join(['%s'] * len(RECORDABLE))})"
     where_params: list[Any] = [pk, attempt, *RECORDABLE]
     if result.outcome != Outcome.OK:
+        # Not over an earlier `ok`; and a refusal not over an earlier attempt that may
+        # have been paid (a re-send's "already registered" says it was).
+        earlier = f"outcome = '{Outcome.OK}'"
+        if result.outcome == Outcome.REJECTED:
+            earlier = f"outcome IN ('{Outcome.OK}', '{Outcome.AMBIGUOUS}')"
         where += (
             f" AND NOT EXISTS (SELECT 1 FROM {attempts_table} WHERE purchase_id = %s "  # noqa: S608
-            f"AND outcome = '{Outcome.OK}')"
+            f"AND number < %s AND {earlier})"
         )
-        where_params.append(pk)
+        where_params += [pk, attempt]
     columns = ", ".join(q(f.column) for f in _purchase_fields())
     # Identifiers come from the models' _meta and constants; every value is a parameter.
     update = f"UPDATE {table} SET {sets} WHERE {where} RETURNING {columns}"  # noqa: S608
@@ -585,13 +590,28 @@ def _after_applied(purchase: Purchase, result: UpstreamResult, now: datetime) ->
 def _not_applied(purchase_id: Any, attempt: int, result: UpstreamResult, now: datetime) -> Purchase:
     """Handle an answer whose conditional update matched nothing (its attempt is written)."""
     purchase = lock_purchase(purchase_id)
-    earlier = (
-        Attempt.objects.filter(purchase_id=purchase.pk, outcome=Outcome.OK)
-        .exclude(number=attempt)
-        .order_by("number")
-        .first()
-    )
+    earlier_attempts = Attempt.objects.filter(purchase_id=purchase.pk, number__lt=attempt)
+    earlier = earlier_attempts.filter(outcome=Outcome.OK).order_by("number").first()
     owned = purchase.attempts == attempt and purchase.status in RECORDABLE
+    if owned and earlier is None and result.outcome == Outcome.REJECTED:
+        maybe = earlier_attempts.filter(outcome=Outcome.AMBIGUOUS).order_by("number").first()
+        if maybe is not None:
+            # A refusal of a re-send after a call that may have taken effect: "already
+            # registered" means that call was paid. Never `rejected` (released) on that.
+            _finish(
+                purchase,
+                UN,
+                Actor.WORKER,
+                now,
+                attempts=attempt,
+                next_attempt_at=None,
+                error=_storable(
+                    f"upstream refused the re-send ({result.error}); attempt {maybe.number} "
+                    f"may have been paid: reconcile with upstream",
+                    1000,
+                ),
+            )
+            return purchase
     if owned and earlier is not None:
         # Upstream paid an earlier call of this order: this answer ("already registered",
         # a timeout) is about that payment, which the purchase now records.
