@@ -6,6 +6,8 @@ loudly at start, not on the first request that needs it.
 
 from __future__ import annotations
 
+import hashlib
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -146,6 +148,18 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 # --- Cache (shared by throttling; Redis when several hosts serve) ---------------------------
 
 CACHES = {"default": env.cache_url("CACHE_URL", default="locmemcache://gateway")}
+# With the default (per-process) cache, throttles count in this SQLite file, shared by every
+# process of the host (gateway.throttling.HostStore). Put it on a tmpfs the service user
+# alone can write (systemd's RuntimeDirectory, deploy/cashback-gateway.service); the default
+# is named after the project directory and database, so two deployments never share it.
+_deployment = f"{BASE_DIR}|{DATABASES['default'].get('NAME')}".encode()
+THROTTLE_HOST_DB = env.str(
+    "THROTTLE_HOST_DB",
+    default=str(
+        Path(tempfile.gettempdir())
+        / f"cashback-gateway-throttle-{hashlib.sha256(_deployment).hexdigest()[:16]}.sqlite3"
+    ),
+)
 # django-environ lower-cases `?key_prefix=` and `?version=` for Django's own Redis backend,
 # which reads them only in upper case; without this, hosts of two deployments sharing one
 # Redis would silently share throttle counters.

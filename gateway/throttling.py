@@ -1,11 +1,18 @@
-"""Request throttles, counted in the shared cache (`CACHE_URL`) so hosts agree.
+"""Request throttles that hold across every process of a host, and across hosts with Redis.
 
-Each throttle counts requests per identity in fixed windows with one atomic increment
-(`cache.incr`: a lock in local memory, INCR in Redis). DRF's own throttles read a history,
-append and write it back, so simultaneous requests on several hosts all passed a limit.
+Each throttle counts requests per identity in a window that starts with the identity's first
+request, with one atomic step per check, in a store every process shares:
+
+- `CACHE_URL=redis://…` (several hosts): one Lua script per check (INCRBY, PEXPIRE on the
+  first hit, PTTL), so every process of every host counts in one Redis counter.
+- The default local-memory cache (one host): a SQLite file shared by the host's processes
+  (`THROTTLE_HOST_DB`), one `INSERT … ON CONFLICT DO UPDATE … RETURNING` per check. The
+  cache itself is per process, so gunicorn's four workers would each have let the whole
+  rate through.
+- Any other cache backend: the cache's own atomic `add` and `incr`.
 
 Rates are read from settings on each request (`API_THROTTLE_RATE`, `API_IP_THROTTLE_RATE`;
-`off` disables). If the cache is down, requests are let through and the error is logged:
+`off` disables). If the store is down, requests are let through and the error is logged:
 an outage of Redis must not become an outage of the gateway.
 """
 
@@ -13,11 +20,16 @@ from __future__ import annotations
 
 import logging
 import math
+import os
+import sqlite3
+import threading
 import time
 from typing import Any
 
 from django.conf import settings
-from django.core.cache import cache
+from django.core.cache import cache, caches
+from django.core.cache.backends.locmem import LocMemCache
+from django.core.cache.backends.redis import RedisCache
 from rest_framework.throttling import BaseThrottle
 
 from gateway import metrics
@@ -33,6 +45,127 @@ def parse_rate(value: str) -> tuple[int, int] | None:
         return None
     count, period = value.split("/")
     return int(count), _PERIODS[period.strip()[0]]
+
+
+# --- Stores: hit(key, add, seconds) -> (count in the window, when the window ends) ----------
+
+# KEYS[1] the counter; ARGV[1] what to add (0: only read), ARGV[2] the window in ms.
+# Returns the count and the milliseconds left in the window (0 when there is none).
+_REDIS_HIT = """
+local add = tonumber(ARGV[1])
+local n
+if add > 0 then
+  n = redis.call('INCRBY', KEYS[1], add)
+  if n == add then redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
+else
+  n = tonumber(redis.call('GET', KEYS[1]) or '0')
+end
+local ttl = redis.call('PTTL', KEYS[1])
+if ttl == -1 and n > 0 then
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+  ttl = tonumber(ARGV[2])
+end
+return {n, math.max(ttl, 0)}
+"""
+
+_scripts: dict[int, Any] = {}
+
+
+def _redis_hit(backend: RedisCache, key: str, add: int, seconds: int) -> tuple[int, float]:
+    """Count in Redis with one EVALSHA (EVAL once, the first time a server sees it)."""
+    full_key = backend.make_and_validate_key(key)
+    client = backend._cache.get_client(full_key, write=True)  # type: ignore[attr-defined]
+    script = _scripts.get(id(client))
+    if script is None:
+        script = _scripts[id(client)] = client.register_script(_REDIS_HIT)
+    n, ttl_ms = script(keys=[full_key], args=[add, seconds * 1000])
+    return int(n), time.time() + int(ttl_ms) / 1000
+
+
+class HostStore:
+    """Counters in a SQLite file that every process of the host opens (WAL, no fsync).
+
+    Each check is one statement; SQLite's file lock makes it atomic across processes, and a
+    counter needs no durability (a lost window only lets one window through again).
+    """
+
+    _UPSERT = (
+        "INSERT INTO hits (key, n, window_end) VALUES (:key, :add, :end) "
+        "ON CONFLICT (key) DO UPDATE SET "
+        "n = CASE WHEN hits.window_end <= :now THEN excluded.n ELSE hits.n + excluded.n END, "
+        "window_end = CASE WHEN hits.window_end <= :now THEN excluded.window_end "
+        "ELSE hits.window_end END "
+        "RETURNING n, window_end"
+    )
+    _READ = "SELECT n, window_end FROM hits WHERE key = ? AND window_end > ?"
+    _PURGE_EVERY = 1000
+
+    def __init__(self) -> None:
+        self._local = threading.local()
+
+    def _connect(self, path: str) -> sqlite3.Connection:
+        local = self._local
+        if getattr(local, "key", None) == (os.getpid(), path):
+            conn: sqlite3.Connection = local.conn
+            return conn
+        conn = sqlite3.connect(path, timeout=2.0, isolation_level=None, check_same_thread=False)
+        if os.stat(path).st_uid != os.getuid():
+            conn.close()
+            # Another user made the file first (a shared /tmp): it could forge the counts.
+            raise PermissionError(f"{path} belongs to another user; set THROTTLE_HOST_DB")
+        os.chmod(path, 0o600)
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=OFF")
+        conn.execute(
+            "CREATE TABLE IF NOT EXISTS hits "
+            "(key TEXT PRIMARY KEY, n INTEGER NOT NULL, window_end REAL NOT NULL) WITHOUT ROWID"
+        )
+        local.key, local.conn, local.calls = (os.getpid(), path), conn, 0
+        return conn
+
+    def hit(self, path: str, key: str, add: int, seconds: int) -> tuple[int, float]:
+        conn = self._connect(path)
+        now = time.time()
+        if not add:
+            row = conn.execute(self._READ, (key, now)).fetchone()
+            return (int(row[0]), float(row[1])) if row else (0, now + seconds)
+        n, end = conn.execute(
+            self._UPSERT, {"key": key, "add": add, "end": now + seconds, "now": now}
+        ).fetchone()
+        self._local.calls += 1
+        if self._local.calls % self._PURGE_EVERY == 0:
+            conn.execute("DELETE FROM hits WHERE window_end <= ?", (now,))
+        return int(n), float(end)
+
+
+host_store = HostStore()
+
+
+def _cache_hit(key: str, add: int, seconds: int) -> tuple[int, float]:
+    """Count with the cache's own atomic add and incr (memcached, the database cache…)."""
+    if not add:
+        return int(cache.get(key, 0)), cache.get(f"{key}:end") or time.time() + seconds
+    if cache.add(key, 0, seconds):
+        cache.set(f"{key}:end", time.time() + seconds, seconds)
+    try:
+        n = int(cache.incr(key, add))
+    except ValueError:  # the window ended between add and incr
+        cache.add(key, add, seconds)
+        n = add
+    return n, cache.get(f"{key}:end") or time.time() + seconds
+
+
+def hit(key: str, add: int, seconds: int) -> tuple[int, float]:
+    """Add `add` to the counter `key` and return (its count, when its window ends)."""
+    backend = caches["default"]
+    if isinstance(backend, RedisCache):
+        return _redis_hit(backend, key, add, seconds)
+    if isinstance(backend, LocMemCache):
+        return host_store.hit(settings.THROTTLE_HOST_DB, key, add, seconds)
+    return _cache_hit(key, add, seconds)
+
+
+# --- Throttles -----------------------------------------------------------------------------
 
 
 class CountingThrottle(BaseThrottle):
@@ -58,24 +191,14 @@ class CountingThrottle(BaseThrottle):
         """
         assert self.rate is not None
         limit, duration = self.rate
-        key = f"throttle:{self.scope}:{ident}"
         try:
-            if add:
-                if cache.add(key, 0, duration):
-                    cache.set(f"{key}:end", time.time() + duration, duration)
-                try:
-                    n = int(cache.incr(key, add))
-                except ValueError:  # the window ended between add and incr
-                    cache.add(key, add, duration)
-                    n = add
-            else:
-                n = int(cache.get(key, 0))
-            if n >= limit:
-                self.window_end = cache.get(f"{key}:end") or time.time() + duration
-            return n
+            n, end = hit(f"throttle:{self.scope}:{ident}", add, duration)
         except Exception:
-            logger.warning("throttle cache unavailable; request allowed", exc_info=True)
+            logger.warning("throttle store unavailable; request allowed", exc_info=True)
             return 0
+        if n >= limit:
+            self.window_end = end
+        return n
 
     def allow_request(self, request: Any, view: Any) -> bool:
         if self.rate is None:

@@ -3,8 +3,10 @@ local upstream (the project's sandbox, on a free port) that each test can misbeh
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterator
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -37,6 +39,17 @@ def pytest_collection_modifyitems(config: Any, items: list[Any]) -> None:
     for item in items:
         if "postgres" in item.keywords:
             item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
+def throttle_dir(tmp_path_factory: Any) -> Path:
+    return Path(tmp_path_factory.mktemp("throttles"))
+
+
+@pytest.fixture(autouse=True)
+def _own_throttle_counters(settings: Any, throttle_dir: Path) -> None:
+    """Give each test host-local throttle counters of its own (gateway.throttling.HostStore)."""
+    settings.THROTTLE_HOST_DB = str(throttle_dir / f"{uuid.uuid4().hex}.sqlite3")
 
 
 @pytest.fixture

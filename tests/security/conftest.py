@@ -142,6 +142,7 @@ def start_gateway(transactional_db: None, tmp_path: Path) -> Iterator[Any]:
             GUNICORN_WORKERS="1",
             GUNICORN_THREADS="4",
             STATIC_MANIFEST="off",
+            THROTTLE_HOST_DB=str(tmp_path / "throttle.sqlite3"),
         )
         server = GatewayServer(base | env, tmp_path / f"gunicorn-{len(servers)}.log")
         servers.append(server)

@@ -65,4 +65,47 @@ def test_an_unreachable_cache_lets_requests_through(settings: Any, caplog: Any) 
 
     throttle = ApiKeyThrottle()
     assert [throttle.count("down", add=1) for _ in range(3)] == [0, 0, 0]
-    assert "throttle cache unavailable" in caplog.text
+    assert "throttle store unavailable; request allowed" in caplog.text
+
+
+def test_an_unusable_host_store_lets_requests_through(
+    settings: Any, caplog: Any, tmp_path: Any
+) -> None:
+    settings.CACHES = {
+        "default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache", "LOCATION": "x"}
+    }
+    settings.THROTTLE_HOST_DB = str(tmp_path / "no-such-directory" / "throttle.sqlite3")
+    settings.API_THROTTLE_RATE = "1/m"
+
+    throttle = ApiKeyThrottle()
+    assert [throttle.count("down", add=1) for _ in range(3)] == [0, 0, 0]
+    assert "throttle store unavailable; request allowed" in caplog.text
+
+
+def test_the_host_store_counts_in_one_file_for_every_process(settings: Any, tmp_path: Any) -> None:
+    """Two interpreters (as two gunicorn workers would) share one counter through the file."""
+    path = tmp_path / "throttle.sqlite3"
+    settings.CACHES = {
+        "default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache", "LOCATION": "y"}
+    }
+    settings.THROTTLE_HOST_DB = str(path)
+    settings.API_THROTTLE_RATE = "5/m"
+    code = (
+        "from gateway.throttling import host_store; import sys; "
+        f"print(host_store.hit({str(path)!r}, 'throttle:api_key:k', 1, 60)[0])"
+    )
+    import subprocess
+    import sys
+
+    other = [
+        subprocess.run(
+            [sys.executable, "-c", code], capture_output=True, text=True, check=True
+        ).stdout.strip()
+        for _ in range(3)
+    ]
+    here = ApiKeyThrottle()
+    counts = [here.count("k", add=1) for _ in range(3)]
+
+    assert other == ["1", "2", "3"]
+    assert counts == [4, 5, 6]
+    assert 55 <= here.wait() <= 60  # type: ignore[operator]
