@@ -15,18 +15,20 @@ import logging
 import time
 from collections import Counter
 from datetime import datetime, timedelta
-from functools import cache
+from urllib.parse import urlsplit
 
 import requests
 from django.conf import settings
 from django.db import transaction
 from django.db.models import Count, F, Q
 from django.utils import timezone
+from requests_hardened.ip_filter import InvalidIPAddress
 
 from cashback.models import WebhookDelivery
 from gateway import metrics
 from gateway.db import locked
-from merchants.webhooks import WebhookUrlError, check_webhook_url
+from gateway.http import webhook_session
+from merchants.webhooks import WebhookUrlError, check_webhook_syntax
 
 logger = logging.getLogger(__name__)
 
@@ -54,13 +56,6 @@ def verify(
     return hmac.compare_digest(
         sign(secret, timestamp, body), f"t={timestamp},v1={parts.get('v1', '')}"
     )
-
-
-@cache
-def _session() -> requests.Session:
-    session = requests.Session()
-    session.headers["User-Agent"] = "cashback-gateway-webhooks/1.0"
-    return session
 
 
 def claim_due(now: datetime, limit: int) -> list[WebhookDelivery]:
@@ -137,7 +132,9 @@ def _deliver(delivery: WebhookDelivery) -> None:
         _finish(delivery, WebhookDelivery.State.FAILED, None, "no webhook URL configured")
         return
     try:
-        check_webhook_url(url, resolve=not settings.WEBHOOK_ALLOW_PRIVATE)
+        # The syntax here; the address on the connection itself (webhook_session), so a
+        # name that resolves differently now than when it was set is still refused.
+        check_webhook_syntax(url, allow_http=settings.WEBHOOK_ALLOW_PRIVATE)
     except WebhookUrlError as exc:
         _finish(delivery, WebhookDelivery.State.FAILED, None, str(exc))
         return
@@ -150,13 +147,17 @@ def _deliver(delivery: WebhookDelivery) -> None:
         "X-Cashback-Delivery": str(delivery.pk),
     }
     try:
-        response = _session().post(
-            url, data=body, headers=headers, timeout=settings.WEBHOOK_TIMEOUT, allow_redirects=False
-        )
+        # stream=True: the status is all we need, so the body is never read (nor bounded).
+        with webhook_session().post(url, data=body, headers=headers, stream=True) as response:
+            status = response.status_code
+    except InvalidIPAddress as exc:
+        host = urlsplit(url).hostname
+        error = f"The host {host} resolves to {exc}, which is not a public address."
+        _finish(delivery, WebhookDelivery.State.FAILED, None, error)
+        return
     except requests.RequestException as exc:
         _retry_or_fail(delivery, None, f"{type(exc).__name__}")
         return
-    status = response.status_code
     if 200 <= status < 300:
         _finish(delivery, WebhookDelivery.State.DELIVERED, status, "")
     elif status >= 500 or status == 429:

@@ -1,0 +1,89 @@
+"""Webhook deliveries: the address is checked on the connection actually made."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from requests_hardened.ip_filter import InvalidIPAddress
+
+from cashback import webhooks
+from cashback.models import WebhookDelivery
+from gateway.http import webhook_session
+from merchants.models import Merchant
+from tests.cashback.upstreams import ScriptedServer, answer, read_request
+
+
+@pytest.fixture
+def receiver() -> Any:
+    def ok(conn: Any, server: ScriptedServer) -> None:
+        server.requests.append(read_request(conn))
+        conn.sendall(answer(200, b"ok"))
+
+    server = ScriptedServer(ok)
+    yield server
+    server.close()
+
+
+def test_a_name_resolving_to_loopback_is_refused_before_any_connection(
+    settings: Any, receiver: ScriptedServer
+) -> None:
+    settings.WEBHOOK_ALLOW_PRIVATE = False
+
+    with pytest.raises(InvalidIPAddress):
+        webhook_session().post(f"http://localhost:{receiver.port}/hook", data=b"{}")
+
+    assert receiver.connections == 0
+
+
+def test_the_same_session_connects_when_private_targets_are_allowed(
+    settings: Any, receiver: ScriptedServer
+) -> None:
+    settings.WEBHOOK_ALLOW_PRIVATE = True
+
+    response = webhook_session().post(f"http://localhost:{receiver.port}/hook", data=b"{}")
+
+    assert response.status_code == 200
+    assert receiver.connections == 1
+
+
+@pytest.mark.parametrize("status", [301, 302, 307, 308])
+def test_a_webhook_redirect_is_not_followed(settings: Any, status: int) -> None:
+    settings.WEBHOOK_ALLOW_PRIVATE = True
+    elsewhere = ScriptedServer(lambda conn, s: conn.sendall(answer(200, b"")))
+    moved = ScriptedServer(
+        lambda conn, s: (
+            read_request(conn),
+            conn.sendall(answer(status, b"", {"Location": elsewhere.url()})),
+        )
+    )
+    try:
+        response = webhook_session().post(moved.url(), data=b"{}")
+        assert response.status_code == status
+        assert elsewhere.connections == 0
+    finally:
+        moved.close()
+        elsewhere.close()
+
+
+def test_a_delivery_to_a_name_resolving_to_loopback_never_reaches_it(
+    shop: Any, upstream: Any, settings: Any, receiver: ScriptedServer
+) -> None:
+    Merchant.objects.filter(pk=shop.merchant.pk).update(
+        webhook_url=f"https://localhost:{receiver.port}/hook", webhook_secret="whsec_test-secret"
+    )
+    shop.post_purchase()
+    settings.WEBHOOK_ALLOW_PRIVATE = False
+    delivery = WebhookDelivery.objects.get()
+    claimed = webhooks.claim_due(delivery.next_attempt_at, 10)
+
+    for item in claimed:
+        webhooks.deliver_claimed(item)
+
+    delivery.refresh_from_db()
+    assert delivery.state == "failed"
+    assert delivery.last_error in (
+        "The host localhost resolves to 127.0.0.1, which is not a public address.",
+        "The host localhost resolves to ::1, which is not a public address.",
+    )
+    assert receiver.connections == 0
