@@ -11,7 +11,7 @@ from typing import Any
 from django.conf import settings
 from django.http import HttpRequest, HttpResponse, JsonResponse
 
-from gateway.logging import request_id_var
+from gateway.logging import merchant_var, request_id_var
 
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
 
@@ -33,10 +33,13 @@ class RequestIdMiddleware:
         incoming = request.headers.get("X-Request-ID", "")
         request_id = incoming if _REQUEST_ID.fullmatch(incoming) else uuid.uuid4().hex
         token = request_id_var.set(request_id)
+        # Set by the API key check once it knows the merchant; cleared for the next request.
+        merchant_token = merchant_var.set("")
         try:
             response = self.get_response(request)
         finally:
             request_id_var.reset(token)
+            merchant_var.reset(merchant_token)
         response["X-Request-ID"] = request_id
         return response
 

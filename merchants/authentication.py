@@ -17,6 +17,7 @@ from rest_framework.request import Request
 from rest_framework.settings import api_settings
 
 from gateway import metrics
+from gateway.logging import MERCHANT_ENVIRON_KEY, merchant_var
 from gateway.throttling import FailedAuthThrottle
 from merchants.models import ApiKey, Merchant, hash_api_key, parse_api_key
 
@@ -109,6 +110,9 @@ class ApiKeyAuthentication(BaseAuthentication):
             failures.record_failure()
             metrics.API_AUTH_FAILURES.inc()
             raise exceptions.AuthenticationFailed(INVALID_KEY)
+        # Every later log line of this request names the merchant (gateway.logging).
+        merchant_var.set(key.merchant.public_id)
+        request.META[MERCHANT_ENVIRON_KEY] = key.merchant.public_id
         return key.merchant, key
 
     def authenticate_header(self, request: Any) -> str:
