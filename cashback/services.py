@@ -15,9 +15,10 @@ from decimal import Decimal
 from typing import Any
 
 from django.conf import settings
+from django.db import transaction
 from django.utils import timezone
 
-from cashback import lifecycle
+from cashback import lifecycle, wakeup
 from cashback.client import get_client
 from cashback.models import Purchase, Status
 from gateway import metrics
@@ -46,9 +47,11 @@ class PurchaseInput:
 
 
 def submit_purchase(
-    merchant: Merchant, data: PurchaseInput, *, send: bool = True
+    merchant: Merchant, data: PurchaseInput, *, send: bool = True, respond_async: bool = False
 ) -> tuple[Purchase, bool]:
     """Store a purchase and send it upstream; return it and whether it was new.
+
+    `respond_async`: store it due at once, wake the workers, and send nothing here.
 
     A repeated order id with the same fields returns the stored purchase (not new) and
     sends nothing; with different fields it raises Conflict.
@@ -64,7 +67,7 @@ def submit_purchase(
             },
         )
     # Insert first: a repeat finds the order id taken (no SELECT before every new purchase).
-    purchase = _store(merchant, data, requested)
+    purchase = _store(merchant, data, requested, due_now=respond_async)
     if purchase is None:
         existing = _stored(merchant, data.order_id)
         if existing is not None:
@@ -73,7 +76,7 @@ def submit_purchase(
             "purchase_unit is already used by another order of this merchant.",
             extra={"purchase_unit": ["This unit is already used by another order."]},
         ) from None
-    if send:
+    if send and not respond_async:
         purchase = send_now(purchase)
     return purchase, True
 
@@ -108,9 +111,16 @@ def _replay(existing: Purchase, data: PurchaseInput, requested: Decimal) -> Purc
     return existing
 
 
-def _store(merchant: Merchant, data: PurchaseInput, requested: Decimal) -> Purchase | None:
-    """Store the purchase as `queued` (reserving its cost); None if the order id is known."""
+def _store(
+    merchant: Merchant, data: PurchaseInput, requested: Decimal, *, due_now: bool = False
+) -> Purchase | None:
+    """Store the purchase as `queued` (reserving its cost); None if the order id is known.
+
+    `due_now`: no request will send it, so the worker may at once (no grace), and a NOTIFY
+    in the storing transaction wakes the workers when it commits (a rollback wakes nobody).
+    """
     now = timezone.now()
+    grace = 0.0 if due_now else settings.CASHBACK_QUEUED_GRACE
     purchase = Purchase(
         merchant=merchant,
         order_id=data.order_id,
@@ -124,7 +134,7 @@ def _store(merchant: Merchant, data: PurchaseInput, requested: Decimal) -> Purch
         purchase_unit=data.purchase_unit,
         reserved_minor=partner_cost_minor(data.amount_minor, requested),
         status=Status.QUEUED,
-        next_attempt_at=now + timedelta(seconds=settings.CASHBACK_QUEUED_GRACE),
+        next_attempt_at=now + timedelta(seconds=grace),
         retry_deadline=now + timedelta(seconds=settings.CASHBACK_RETRY_WINDOW),
         created_at=now,
         updated_at=now,
@@ -133,7 +143,13 @@ def _store(merchant: Merchant, data: PurchaseInput, requested: Decimal) -> Purch
         f"The deposit in {data.currency} does not cover "
         f"{requested} % partner cashback; nothing was stored."
     )
-    return purchase if lifecycle.store(purchase, refused=refused) else None
+    if not due_now:
+        return purchase if lifecycle.store(purchase, refused=refused) else None
+    with transaction.atomic():
+        if not lifecycle.store(purchase, refused=refused):
+            return None
+        wakeup.notify_due()
+    return purchase
 
 
 # --- Sending -------------------------------------------------------------------------------

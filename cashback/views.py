@@ -13,6 +13,7 @@ from rest_framework.response import Response
 
 from cashback import services
 from cashback.models import Purchase, Status
+from cashback.prefer import async_headers, prefers_respond_async
 from cashback.resources import PurchaseSerializer, purchase_resource
 from cashback.serializers import PurchaseRequestSerializer
 from gateway.pagination import NewestFirst
@@ -20,6 +21,9 @@ from gateway.schema import (
     AUTH_ERRORS,
     BODY_ERRORS,
     IDEMPOTENT_REPLAYED,
+    LOCATION,
+    PREFER,
+    PREFERENCE_APPLIED,
     PURCHASE_EXAMPLES,
     RETRY_AFTER,
     errors,
@@ -98,12 +102,16 @@ class PurchaseListCreate(generics.GenericAPIView):
     @extend_schema(
         operation_id="purchases_create",
         request=PurchaseRequestSerializer,
-        parameters=[IDEMPOTENT_REPLAYED, RETRY_AFTER],
+        parameters=[PREFER, PREFERENCE_APPLIED, LOCATION, IDEMPOTENT_REPLAYED, RETRY_AFTER],
         examples=PURCHASE_EXAMPLES,
         responses={
             201: OpenApiResponse(PurchaseSerializer, "Created and sent: the cashback was paid."),
             202: OpenApiResponse(
-                PurchaseSerializer, "Created; queued, sending, pending or unknown."
+                PurchaseSerializer,
+                "Created; queued, sending, pending or unknown. With `Prefer: respond-async`: "
+                "stored and answered at once as `queued`, before upstream is called; the "
+                "worker sends it within about a second, and the webhook or a GET of "
+                "`Location` tells the outcome.",
             ),
             200: OpenApiResponse(
                 PurchaseSerializer, "A repeat of a known order id; Idempotent-Replayed: true."
@@ -117,11 +125,20 @@ class PurchaseListCreate(generics.GenericAPIView):
     def post(self, request: Request) -> Response:
         serializer = PurchaseRequestSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
-        purchase, created = services.submit_purchase(merchant_of(request), serializer.to_input())
+        respond_async = prefers_respond_async(request.headers.get("Prefer"))
+        purchase, created = services.submit_purchase(
+            merchant_of(request), serializer.to_input(), respond_async=respond_async
+        )
         body = purchase_resource(purchase)
         if not created:
             return Response(
                 body, status=status.HTTP_200_OK, headers={"Idempotent-Replayed": "true"}
+            )
+        if respond_async:
+            return Response(
+                body,
+                status=status.HTTP_202_ACCEPTED,
+                headers=async_headers(request.path, purchase.order_id),
             )
         return Response(body, status=CREATED_STATUS.get(purchase.status, status.HTTP_202_ACCEPTED))
 

@@ -61,9 +61,9 @@ class Listener:
             try:
                 with psycopg.connect(**params, autocommit=True) as conn:
                     conn.execute(f"LISTEN {CHANNEL}")
-                    self.listening.set()
                     # Anything stored while we were not listening is due: look once.
                     self.wake.set()
+                    self.listening.set()
                     while not self.stop.is_set():
                         for _ in conn.notifies(timeout=self.CHECK_SECONDS):
                             self.wake.set()

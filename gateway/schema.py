@@ -137,6 +137,35 @@ RETRY_AFTER = OpenApiParameter(
     description="Seconds to wait before the next request.",
 )
 
+PREFER = OpenApiParameter(
+    "Prefer",
+    str,
+    OpenApiParameter.HEADER,
+    enum=["respond-async"],
+    description="RFC 7240. `respond-async`: store the purchase (with its reservation) and "
+    "answer 202 at once, before upstream is called; the worker sends it within about a "
+    "second. Without it the answer waits for upstream. A repeat of a known order id is "
+    "answered 200 either way.",
+)
+
+PREFERENCE_APPLIED = OpenApiParameter(
+    "Preference-Applied",
+    str,
+    OpenApiParameter.HEADER,
+    response=[202],
+    enum=["respond-async"],
+    description="Present when `Prefer: respond-async` was honoured: the purchase is `queued`.",
+)
+
+LOCATION = OpenApiParameter(
+    "Location",
+    str,
+    OpenApiParameter.HEADER,
+    response=[202],
+    description="With `Preference-Applied: respond-async`: the purchase to poll, "
+    "`/api/v1/purchases/{order_id}` (order id URL-encoded).",
+)
+
 IDEMPOTENT_REPLAYED = OpenApiParameter(
     "Idempotent-Replayed",
     str,
