@@ -35,12 +35,21 @@ class _ActionForm(forms.Form):
 class MarkSentForm(_ActionForm):
     """Upstream did pay the purchase: the amount in bytes and the unit it paid with."""
 
+    # The note is optional: it comes after what the form is about.
+    field_order = ["cashback_amount", "unit", "note"]
+
     # Stored as a signed 64-bit integer of bytes.
     cashback_amount = forms.IntegerField(
-        min_value=0, max_value=MAX_MINOR, label="cashback amount (bytes)"
+        min_value=0,
+        max_value=MAX_MINOR,
+        label="cashback amount (bytes)",
+        help_text="As upstream answered it, in bytes (1 GBYTE = 1,000,000,000 bytes).",
     )
     unit = forms.CharField(
-        max_length=_length(Purchase, "unit"), min_length=_length(Purchase, "unit"), label="unit"
+        max_length=_length(Purchase, "unit"),
+        min_length=_length(Purchase, "unit"),
+        label="unit",
+        help_text="The 44-character id of the unit that paid it.",
     )
 
     def clean_unit(self) -> str:
@@ -53,8 +62,10 @@ class MarkSentForm(_ActionForm):
 class MarkRejectedForm(_ActionForm):
     """Upstream did not pay the purchase: the error it gave, or what the admin found."""
 
+    field_order = ["error", "note"]
+
     error = forms.CharField(
         max_length=_length(Purchase, "error"),
         label="error",
-        widget=forms.Textarea,
+        widget=forms.Textarea(attrs={"rows": 3}),
     )

@@ -117,7 +117,8 @@ class Purchase(models.Model):
         permissions = [("export_payouts", "Can export payout reports and see the dashboard")]
 
     def __str__(self) -> str:
-        return f"{self.order_id} ({self.merchant_id})"
+        # Names people know, never the internal id (the merchant is fetched if not loaded).
+        return f"{self.order_id} of {self.merchant.public_id}"
 
     @property
     def currency_amount(self) -> Decimal:
@@ -255,4 +256,4 @@ class WebhookDelivery(models.Model):
         ]
 
     def __str__(self) -> str:
-        return f"{self.event} → {self.merchant_id}"
+        return f"{self.event} for {self.purchase.order_id}"

@@ -156,3 +156,28 @@ def partner_cost_minor(amount_minor: int, percent: Decimal) -> int:
 def bytes_to_gbyte(amount: int) -> Decimal:
     """Return an amount of bytes in GBYTE, exactly."""
     return from_minor(amount, Currency.GBYTE)
+
+
+# --- Amounts for people to read (admin pages) ------------------------------------------------
+
+
+def format_money(amount: Decimal | int, currency: str, *, minor: bool = False) -> str:
+    """Return an amount for people: the currency's decimals, thousands separators, never an
+    exponent ("7,499.95", "0.00000000", not "0E-8"). `minor`: `amount` is in minor units.
+
+    The one formatter of every amount the back office shows.
+    """
+    value = from_minor(int(amount), currency) if minor else Decimal(amount)
+    # Never hide a digit: an amount finer than its currency (none should be) keeps them all.
+    places = max(PRECISION[currency], decimal_places(value)) if value.is_finite() else 0
+    return f"{value:,.{places}f}"
+
+
+def format_count(n: int) -> str:
+    """Return a whole number with thousands separators ("7,499,950,000")."""
+    return f"{n:,}"
+
+
+def format_percent(p: Decimal) -> str:
+    """Return a percentage with its two decimals, the same everywhere ("1.50")."""
+    return f"{Decimal(p):.{PERCENT_PLACES}f}"

@@ -172,6 +172,8 @@ for _option in ("key_prefix", "version", "key_function"):
 LANGUAGE_CODE = "en-us"
 TIME_ZONE = env.str("TIME_ZONE", default="UTC")
 USE_I18N = True
+# Times with seconds and zone, dates as YYYY-MM-DD, on every admin page.
+FORMAT_MODULE_PATH = ["gateway.formats"]
 USE_TZ = True
 
 # --- Static files (whitenoise under gunicorn) -----------------------------------------------
@@ -389,6 +391,7 @@ LOGGING = {
     "filters": {
         "request_id": {"()": "gateway.logging.RequestIdFilter"},
         "redact": {"()": "gateway.logging.RedactSecretsFilter"},
+        "expected": {"()": "gateway.logfilters.NoTracebackForExpected"},
     },
     "formatters": {
         "plain": {
@@ -409,5 +412,7 @@ LOGGING = {
         "urllib3": {"level": "WARNING"},
         # Python warnings as log records, so that JSON output stays JSON on every line.
         "py.warnings": {"handlers": ["console"], "level": "WARNING", "propagate": False},
+        # An expected 403 or 404 logs one line, without a traceback.
+        "django.request": {"filters": ["expected"]},
     },
 }

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from django.contrib import admin
-from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.http import HttpRequest, HttpResponse, HttpResponsePermanentRedirect, JsonResponse
+from django.templatetags.static import static
 from django.urls import include, path
 from django.views import defaults
 from django.views.decorators.http import require_GET
@@ -39,6 +40,12 @@ def server_error(request: HttpRequest) -> HttpResponse:
     return defaults.server_error(request)
 
 
+@require_GET
+def favicon(request: HttpRequest) -> HttpResponse:
+    """Point browsers that ask for /favicon.ico at the back office's icon (no 404 per page)."""
+    return HttpResponsePermanentRedirect(static("backoffice/favicon.svg"))
+
+
 handler404 = not_found
 handler500 = server_error
 
@@ -47,6 +54,7 @@ urlpatterns = [
     path("healthz", healthz),
     path("", include("monitoring.urls")),  # readyz
     path("", include("cashback.metrics_endpoint")),  # metrics
+    path("favicon.ico", favicon),
     # The payouts dashboard and reports live inside admin; before admin's own routes.
     path("admin/payouts/", include("cashback.dashboard")),
     path("admin/", admin.site.urls),

@@ -13,18 +13,21 @@ from django.contrib import admin, messages
 from django.contrib.admin.views.main import ChangeList
 from django.core.exceptions import PermissionDenied
 from django.db import transaction
-from django.db.models import QuerySet, Sum
+from django.db.models import OuterRef, Q, QuerySet, Subquery, Sum
+from django.db.models.functions import Coalesce
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils import timezone
 from django.utils.html import format_html, format_html_join
+from django.utils.safestring import mark_safe
 
 from audit import services as audit
-from audit.admin import AuditedModelAdmin
-from gateway.money import from_minor
+from audit.admin import AuditedModelAdmin, HistoryRow, object_history
+from gateway import display
+from gateway.money import format_money
 from merchants.forms import ApiKeyIssueForm, ApiKeyRevokeForm, LedgerEntryForm, MerchantAdminForm
-from merchants.models import ApiKey, Balance, EntryKind, LedgerEntry, Merchant
+from merchants.models import MANUAL_KINDS, ApiKey, Balance, EntryKind, LedgerEntry, Merchant
 
 # The window over which a merchant's spending rate is measured for the runway flag.
 RATE_WINDOW = timedelta(days=7)
@@ -66,6 +69,27 @@ class MerchantChangeList(ChangeList):
         rates = daily_rates([m.pk for m in merchants])
         for merchant in merchants:
             merchant.daily_rates = rates.get(merchant.pk, {})
+
+
+class ApiKeyStateFilter(admin.SimpleListFilter):
+    """Keys by what they can do now: active, revoked, or expired."""
+
+    title = "state"
+    parameter_name = "state"
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
+        return [("active", "Active"), ("revoked", "Revoked"), ("expired", "Expired")]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[ApiKey]) -> QuerySet[ApiKey]:
+        now = timezone.now()
+        not_expired = Q(expires_at__isnull=True) | Q(expires_at__gt=now)
+        if self.value() == "active":
+            return queryset.filter(not_expired, revoked_at__isnull=True)
+        if self.value() == "revoked":
+            return queryset.filter(revoked_at__isnull=False)
+        if self.value() == "expired":
+            return queryset.filter(revoked_at__isnull=True, expires_at__lte=now)
+        return queryset
 
 
 class ApiKeyInline(admin.TabularInline):
@@ -130,8 +154,7 @@ class MerchantAdmin(AuditedModelAdmin):
         "name",
         "public_id",
         "is_active",
-        "default_percentage",
-        "max_percentage",
+        "percentages",
         "deposit_policy",
         "balances",
         "runway",
@@ -170,7 +193,16 @@ class MerchantAdmin(AuditedModelAdmin):
             *super().get_urls(),
         ]
 
-    @admin.display(description="balances (available / reserved)")
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        # A merchant's purchases, balances and ledger protect it: deleting always fails.
+        # Clear "active" instead (the API then refuses its keys).
+        return False
+
+    @admin.display(description="partner % default / max")
+    def percentages(self, obj: Merchant) -> str:
+        return f"{display.percent(obj.default_percentage)} / {display.percent(obj.max_percentage)}"
+
+    @admin.display(description="deposit balances now (available / reserved)")
     def balances(self, obj: Merchant) -> str:
         if obj.pk is None:
             return "–"
@@ -178,7 +210,16 @@ class MerchantAdmin(AuditedModelAdmin):
         if not rows:
             return "–"
         return format_html_join(
-            ", ", "{} {} / {}", ((b.available, b.currency, b.reserved) for b in rows)
+            mark_safe("<br>"),
+            '<span class="amount">{} / {}\u00a0<span class="cur">{}</span></span>',
+            (
+                (
+                    format_money(b.available_minor, b.currency, minor=True),
+                    format_money(b.reserved_minor, b.currency, minor=True),
+                    b.currency,
+                )
+                for b in rows
+            ),
         )
 
     @admin.display(description="runs out within a day")
@@ -191,7 +232,9 @@ class MerchantAdmin(AuditedModelAdmin):
             return ""
         return format_html(
             '<strong style="color:#ba2121">⚠ {}</strong>',
-            ", ".join(f"{c} (uses {from_minor(rates[c], c)}/day)" for c in sorted(short)),
+            ", ".join(
+                f"{c} (uses {format_money(rates[c], c, minor=True)}/day)" for c in sorted(short)
+            ),
         )
 
     @admin.display(description="webhook secret")
@@ -264,6 +307,31 @@ class MerchantAdmin(AuditedModelAdmin):
                 )
             _show_secret(request, merchant, secret)
 
+    def history_view(
+        self, request: HttpRequest, object_id: str, extra_context: Any = None
+    ) -> HttpResponse:
+        merchant = self.get_object(request, object_id)
+        if merchant is None:
+            raise Http404("No such merchant.")
+        keys = list(ApiKey.objects.filter(merchant=merchant))
+        # Deposits, withdrawals and adjustments, whoever made them (admin or a command).
+        entries = list(
+            LedgerEntry.objects.filter(merchant=merchant, kind__in=MANUAL_KINDS)
+            .select_related("created_by")
+            .order_by("-created_at")[:500]
+        )
+        extra = [
+            HistoryRow(
+                e.created_at,
+                e.created_by.get_username() if e.created_by else "system",
+                f"ledger: {e.get_kind_display().lower()}",
+                f"{format_money(e.amount_minor, e.currency, minor=True)} {e.currency}"
+                + (f" — {e.memo}" if e.memo else ""),
+            )
+            for e in entries
+        ]
+        return object_history(self.admin_site, request, merchant, keys, extra)
+
     def record_entry_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
         """Record a deposit, withdrawal or adjustment for one merchant."""
         merchant = self.get_object(request, object_id)
@@ -313,43 +381,71 @@ def record_entry_page(
     if not request.user.has_perm("merchants.add_ledgerentry"):
         raise PermissionDenied
     form = LedgerEntryForm(request.POST or None, merchant=merchant)
+    confirm = None
     if request.method == "POST" and form.is_valid():
-        entry = form.record(request.user)
-        if entry is not None:
-            audit.record(
-                request.user,
-                "record_entry",
-                entry,
-                {
-                    "merchant": [None, entry.merchant.public_id],
-                    "kind": [None, entry.kind],
-                    "amount": [None, entry.amount],
-                    "currency": [None, entry.currency],
-                    "memo": [None, entry.memo],
-                },
-            )
-            messages.success(
-                request,
-                f"Recorded {entry.get_kind_display().lower()} of {entry.amount} "
-                f"{entry.currency} for {entry.merchant.public_id}.",
-            )
-            target = (
-                reverse("admin:merchants_merchant_change", args=[merchant.pk])
-                if merchant is not None
-                else reverse("admin:merchants_ledgerentry_changelist")
-            )
-            return HttpResponseRedirect(target)
+        if "confirm" not in request.POST:
+            # Entries are permanent: repeat what will be recorded and ask once more.
+            data = form.cleaned_data
+            target = merchant or data["merchant"]
+            kind = EntryKind(data["kind"])
+            confirm = {
+                "merchant": target,
+                "kind": kind.label,
+                "amount": display.amount(data["amount"], data["currency"]),
+                "currency": data["currency"],
+                "memo": data["memo"],
+            }
+        else:
+            entry = form.record(request.user)
+            if entry is not None:
+                return _recorded(request, merchant, entry)
     balances = list(Balance.objects.filter(merchant=merchant)) if merchant else []
     context = {
         **admin_site.each_context(request),
         "title": f"Record a ledger entry for {merchant}" if merchant else "Record a ledger entry",
         "form": form,
+        "confirm": confirm,
+        "balance_rows": [
+            display.amount(b.available_minor, b.currency, minor=True)
+            + format_html(
+                " available ({} reserved)", display.amount(b.reserved_minor, b.currency, minor=True)
+            )
+            for b in balances
+        ],
         "merchant": merchant,
         "balances": balances,
         "opts": LedgerEntry._meta,
         "merchant_opts": Merchant._meta,
     }
     return TemplateResponse(request, "admin/merchants/record_entry.html", context)
+
+
+def _recorded(request: HttpRequest, merchant: Merchant | None, entry: LedgerEntry) -> HttpResponse:
+    """Audit a recorded entry, say so, and go back where the admin came from."""
+    audit.record(
+        request.user,
+        "record_entry",
+        entry,
+        {
+            "merchant": [None, entry.merchant.public_id],
+            "kind": [None, entry.kind],
+            "amount": [None, entry.amount],
+            "currency": [None, entry.currency],
+            "memo": [None, entry.memo],
+        },
+    )
+    messages.success(
+        request,
+        f"Recorded {entry.get_kind_display().lower()} of "
+        f"{format_money(entry.amount_minor, entry.currency, minor=True)} "
+        f"{entry.currency} for {entry.merchant.public_id}.",
+    )
+    target = (
+        reverse("admin:merchants_merchant_change", args=[merchant.pk])
+        if merchant is not None
+        else reverse("admin:merchants_ledgerentry_changelist")
+    )
+    return HttpResponseRedirect(target)
 
 
 @admin.register(ApiKey)
@@ -366,7 +462,7 @@ class ApiKeyAdmin(admin.ModelAdmin):
         "last_used_at",
         "last_used_ip",
     ]
-    list_filter = ["revoked_at", "created_at"]
+    list_filter = [ApiKeyStateFilter, "created_at", "expires_at"]
     search_fields = ["merchant__name", "merchant__public_id", "name", "prefix"]
     list_select_related = ["merchant"]
     readonly_fields = (
@@ -398,12 +494,20 @@ class ApiKeyAdmin(admin.ModelAdmin):
 
 @admin.register(Balance)
 class BalanceAdmin(admin.ModelAdmin):
-    list_display = ["merchant", "currency", "available", "reserved", "updated_at"]
-    list_filter = ["currency"]
+    list_display = ["merchant", "currency", "available_now", "reserved_now", "updated_at"]
+    list_filter = ["currency", "merchant"]
     search_fields = ["merchant__name", "merchant__public_id"]
     list_select_related = ["merchant"]
-    readonly_fields = ("merchant", "currency", "available", "reserved", "updated_at")
+    readonly_fields = ("merchant", "currency", "available_now", "reserved_now", "updated_at")
     fields = readonly_fields
+
+    @admin.display(description="available now", ordering="available_minor")
+    def available_now(self, obj: Balance) -> str:
+        return display.amount(obj.available_minor, obj.currency, minor=True)
+
+    @admin.display(description="reserved now", ordering="reserved_minor")
+    def reserved_now(self, obj: Balance) -> str:
+        return display.amount(obj.reserved_minor, obj.currency, minor=True)
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False
@@ -425,7 +529,7 @@ class LedgerEntryAdmin(admin.ModelAdmin):
         "merchant",
         "kind",
         "signed_amount",
-        "currency",
+        "running_balance",
         "order_id",
         "created_by",
         "memo",
@@ -439,12 +543,54 @@ class LedgerEntryAdmin(admin.ModelAdmin):
         "kind",
         "signed_amount",
         "currency",
-        "purchase",
+        "order_id",
         "created_by",
         "memo",
         "created_at",
     )
     fields = readonly_fields
+    change_list_template = "admin/merchants/ledgerentry/change_list.html"
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[LedgerEntry]:
+        # `available` just after each entry: the balance now less what later entries of the
+        # same merchant and currency did. Whatever the list's filter, and cheap on the first
+        # pages (newest first), where few entries are later.
+        same = {"merchant_id": OuterRef("merchant_id"), "currency": OuterRef("currency")}
+        later = (
+            LedgerEntry.objects.filter(**same)
+            .filter(
+                Q(created_at__gt=OuterRef("created_at"))
+                | Q(created_at=OuterRef("created_at"), id__gt=OuterRef("id"))
+            )
+            .order_by()
+            .values("merchant_id")
+            .annotate(s=Sum(available_effect()))
+            .values("s")
+        )
+        now = Balance.objects.filter(**same).values("available_minor")
+        running = Coalesce(Subquery(now), 0) - Coalesce(Subquery(later), 0)
+        return super().get_queryset(request).annotate(running_available=running)
+
+    def changelist_view(self, request: HttpRequest, extra_context: Any = None) -> HttpResponse:
+        response = super().changelist_view(request, extra_context)
+        context = getattr(response, "context_data", None)
+        cl = context.get("cl") if context is not None else None
+        if context is not None and cl is not None:
+            totals = (
+                LedgerEntry.objects.filter(pk__in=cl.queryset.values("pk"))
+                .values("currency", "kind")
+                .annotate(total=Sum("amount_minor"))
+                .order_by("currency", "kind")
+            )
+            context["ledger_totals"] = [
+                {
+                    "currency": t["currency"],
+                    "kind": EntryKind(t["kind"]).label,
+                    "total": display.amount(t["total"] or 0, t["currency"], minor=True),
+                }
+                for t in totals
+            ]
+        return response
 
     def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
@@ -462,8 +608,27 @@ class LedgerEntryAdmin(admin.ModelAdmin):
 
     @admin.display(description="amount", ordering="amount_minor")
     def signed_amount(self, obj: LedgerEntry) -> str:
-        return str(obj.amount)
+        return display.amount(obj.amount_minor, obj.currency, minor=True)
 
-    @admin.display(description="order id", ordering="purchase__order_id")
+    @admin.display(description="available after")
+    def running_balance(self, obj: LedgerEntry) -> str:
+        value = getattr(obj, "running_available", None)
+        return display.amount(value, obj.currency, minor=True) if value is not None else "–"
+
+    @admin.display(description="purchase", ordering="purchase__order_id")
     def order_id(self, obj: LedgerEntry) -> str:
-        return obj.purchase.order_id if obj.purchase else ""
+        if obj.purchase is None:
+            return "–"
+        url = reverse("admin:cashback_purchase_change", args=[obj.purchase.pk])
+        return format_html('<a href="{}">{}</a>', url, obj.purchase.order_id)
+
+
+def available_effect() -> Any:
+    """Return the SQL expression of what an entry does to `available` (see services._apply)."""
+    from django.db.models import Case, IntegerField, Value, When
+
+    return Case(
+        When(kind=EntryKind.CAPTURE, then=Value(0)),
+        default="amount_minor",
+        output_field=IntegerField(),
+    )

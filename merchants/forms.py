@@ -8,7 +8,7 @@ from django import forms
 from django.conf import settings
 
 from gateway.exceptions import DomainError
-from gateway.money import Currency
+from gateway.money import Currency, format_percent
 from merchants import services
 from merchants.models import MANUAL_KINDS, ApiKey, LedgerEntry, Merchant
 from merchants.webhooks import WebhookUrlError, check_webhook_url
@@ -31,6 +31,32 @@ class MerchantAdminForm(forms.ModelForm):
             "deposit_policy",
             "webhook_url",
         ]
+        # The model's help text is written for developers (with `code`); this is for people.
+        help_texts = {
+            "public_id": "Sent upstream as the merchant field, and the partner of /new_purchase.",
+            "max_percentage": "The most partner cashback a purchase may ask for (0 to 100).",
+        }
+
+    def clean(self) -> dict[str, Any]:
+        """Check the percentages here, with messages for people, not the constraint's name."""
+        data = super().clean() or {}
+        default, maximum = data.get("default_percentage"), data.get("max_percentage")
+        for name, value in (("default_percentage", default), ("max_percentage", maximum)):
+            if value is not None and not 0 <= value <= 100:
+                self.add_error(name, "Enter a percentage from 0 to 100.")
+        if (
+            default is not None
+            and maximum is not None
+            and 0 <= maximum <= 100
+            and default > maximum
+            and "default_percentage" not in self.errors
+        ):
+            self.add_error(
+                "default_percentage",
+                f"The default ({format_percent(default)} %) cannot be above the maximum "
+                f"({format_percent(maximum)} %).",
+            )
+        return data
 
     def clean_webhook_url(self) -> str:
         url: str = self.cleaned_data["webhook_url"]

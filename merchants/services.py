@@ -16,6 +16,7 @@ from typing import Any, cast
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
 from django.db import connection, transaction
 from django.db.models import F
+from django.utils import timezone
 from django.utils.text import slugify
 
 from gateway.exceptions import DomainError, InsufficientDeposit, InvalidInput
@@ -99,6 +100,8 @@ def _move(
     ).update(
         available_minor=F("available_minor") + available_delta,
         reserved_minor=F("reserved_minor") + reserved_delta,
+        # update() skips auto_now: without this "updated at" would never move.
+        updated_at=timezone.now(),
     )
     if not moved:
         return None

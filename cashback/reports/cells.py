@@ -11,20 +11,12 @@ from decimal import Decimal
 
 from openpyxl.cell.cell import ILLEGAL_CHARACTERS_RE
 
+from gateway.spreadsheets import FORMULA_START, escape_text
+
 # A report cell: text (str), exact amounts (Decimal), counts and bytes (int), or empty (None).
 Cell = str | Decimal | int | None
 
-# A spreadsheet treats a text cell beginning with one of these as a formula (OWASP CSV
-# injection). Every control character is included too: some programs strip them on import,
-# which would bring a following "=" to the front.
-FORMULA_START = frozenset("=+-@") | frozenset(map(chr, range(32))) | {"\x7f"}
-
-
-def escape_text(value: str) -> str:
-    """Return a text cell a spreadsheet will not run as a formula (a `'` in front)."""
-    if value[:1] in FORMULA_START:
-        return "'" + value
-    return value
+__all__ = ["FORMULA_START", "Cell", "escape_text", "xml_text"]
 
 
 def xml_text(value: str) -> str:

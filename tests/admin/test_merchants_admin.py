@@ -40,9 +40,17 @@ def test_a_deposit_recorded_in_admin_names_the_admin_and_moves_the_balance(
     url = f"/admin/merchants/merchant/{shop.merchant.pk}/record-entry/"
     assert admin_client.get(url).status_code == 200
 
-    response = admin_client.post(
-        url, {"kind": "deposit", "amount": "10.00", "currency": "USD", "memo": "wire 42"}
-    )
+    form = {"kind": "deposit", "amount": "10.00", "currency": "USD", "memo": "wire 42"}
+    # Entries are permanent: the first post repeats amount, currency and merchant.
+    review = admin_client.post(url, form)
+    assert review.status_code == 200
+    assert review.context["confirm"]["merchant"] == shop.merchant
+    html = review.content.decode()
+    assert "Record this entry? It is permanent." in html
+    assert '10.00\u00a0<span class="cur">USD</span>' in html
+    assert not LedgerEntry.objects.exists()
+
+    response = admin_client.post(url, {**form, "confirm": "1"})
 
     assert response.status_code == 302
     assert response["Location"] == _change_url(shop.merchant)
@@ -78,7 +86,7 @@ def test_a_withdrawal_beyond_the_balance_is_a_form_error_and_records_nothing(
     url = f"/admin/merchants/merchant/{shop.merchant.pk}/record-entry/"
 
     response = admin_client.post(
-        url, {"kind": "withdrawal", "amount": "5.01", "currency": "USD", "memo": ""}
+        url, {"kind": "withdrawal", "amount": "5.01", "currency": "USD", "memo": "", "confirm": "1"}
     )
 
     assert response.status_code == 200
@@ -116,6 +124,7 @@ def test_the_ledger_add_form_offers_only_manual_kinds(admin_client: Client, shop
             "kind": "adjustment",
             "amount": "0.000000001",
             "currency": "GBYTE",
+            "confirm": "1",
         },
     )
     assert ok.status_code == 302
@@ -243,9 +252,12 @@ def test_a_default_above_the_maximum_is_a_form_error(admin_client: Client, shop:
     response = admin_client.post(url, data)
 
     assert response.status_code == 200
-    assert response.context["adminform"].form.non_field_errors() == [
-        "Constraint “merchant_percentages_in_range” is violated."
-    ]
+    form = response.context["adminform"].form
+    # A message for people on the field, never the database constraint's name.
+    assert form.errors == {
+        "default_percentage": ["The default (11.00 %) cannot be above the maximum (10.00 %)."]
+    }
+    assert "merchant_percentages_in_range" not in response.content.decode()
     shop.merchant.refresh_from_db()
     assert shop.merchant.default_percentage == Decimal("0.00")
 
@@ -332,8 +344,8 @@ def test_the_merchant_list_shows_balances_and_flags_a_runway_under_a_day(
     html = page.content.decode()
     assert html.count("⚠") == 1
     assert "⚠ USD (uses 1.29/day)" in html
-    assert "1.00 USD / 9.00" in html
-    assert "91.00 USD / 9.00" in html
+    assert '1.00 / 9.00\u00a0<span class="cur">USD</span>' in html
+    assert '91.00 / 9.00\u00a0<span class="cur">USD</span>' in html
 
 
 def test_the_merchant_list_costs_the_same_queries_for_2_and_12_merchants(

@@ -58,9 +58,10 @@ def test_the_list_shows_amounts_percentages_and_cashback(admin_client: Client, s
 
     html = admin_client.get(LIST).content.decode()
 
-    assert "1.500000000 GBYTE" in html
-    assert "5 / 0" in html
-    assert "101318 bytes (0.000101318 GBYTE)" in html
+    assert '1.500000000\u00a0<span class="cur">GBYTE</span>' in html
+    assert "5.00 % / 0.00 %" in html
+    assert '101,318\u00a0<span class="cur">bytes</span>' in html
+    assert '(0.000101318\u00a0<span class="cur">GBYTE</span>)' in html
 
 
 def test_a_page_of_100_purchases_costs_the_same_queries_as_5(
@@ -136,9 +137,13 @@ def test_retry_now_sends_an_unknown_purchase_and_is_recorded(
         "cashback.purchase",
         str(purchase.pk),
     )
-    assert event.changes == {"status": ["unknown", "sent"]}
+    # The audit log and the message repeat the action log's change; the send's result follows.
+    assert event.changes == {"status": ["unknown", "pending"]}
     page = admin_client.get(LIST)
-    assert "A-1: retry done; status unknown → sent." in messages_of(page)
+    assert (
+        "A-1: retry done; status unknown → pending. The attempt that followed left it sent."
+        in messages_of(page)
+    )
     # The attempts log is on the purchase's page.
     detail = admin_client.get(f"{LIST}{purchase.pk}/change/").content.decode()
     assert "upstream attempts" in detail.lower()
@@ -151,7 +156,7 @@ def test_mark_sent_asks_for_amount_and_unit_then_records_it(
 
     form_page = _act(admin_client, "mark_sent", purchase)
     assert form_page.status_code == 200
-    assert form_page.context["purchases"] == [purchase]
+    assert [p for p, _ in form_page.context["purchases"]] == [purchase]
 
     bad = _act(admin_client, "mark_sent", purchase, apply="1", cashback_amount="5", unit="x" * 44)
     assert bad.status_code == 200
