@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 from django.contrib import admin
 from django.http import HttpRequest, HttpResponse, HttpResponsePermanentRedirect, JsonResponse
 from django.templatetags.static import static
@@ -21,7 +23,17 @@ def not_found(request: HttpRequest, exception: Exception) -> HttpResponse:
     """Answer an unrouted API path (e.g. an order id with a newline) as JSON, like the API."""
     if request.path.startswith("/api/"):
         return JsonResponse({"detail": "Not found."}, status=404)
+    if request.path.startswith("/admin/"):
+        # Styled like the back office, not Django's bare page.
+        return defaults.page_not_found(request, exception, template_name="admin/404.html")
     return defaults.page_not_found(request, exception)
+
+
+def permission_denied(request: HttpRequest, exception: Exception) -> HttpResponse:
+    """Answer a refused back-office page in the back office's style (accountants see these)."""
+    if request.path.startswith("/admin/"):
+        return defaults.permission_denied(request, exception, template_name="admin/403.html")
+    return defaults.permission_denied(request, exception)
 
 
 def server_error(request: HttpRequest) -> HttpResponse:
@@ -37,6 +49,12 @@ def server_error(request: HttpRequest) -> HttpResponse:
         )
     if request.path.startswith("/api/"):
         return JsonResponse({"detail": "Internal server error."}, status=500)
+    if request.path.startswith("/admin/"):
+        try:
+            return defaults.server_error(request, template_name="admin/500.html")
+        except Exception:
+            # The plain page below must still answer.
+            logging.getLogger(__name__).exception("The styled 500 page failed")
     return defaults.server_error(request)
 
 
@@ -46,6 +64,7 @@ def favicon(request: HttpRequest) -> HttpResponse:
     return HttpResponsePermanentRedirect(static("backoffice/favicon.svg"))
 
 
+handler403 = permission_denied
 handler404 = not_found
 handler500 = server_error
 
