@@ -1,6 +1,7 @@
 """Benchmark the purchase path against a floor, on PostgreSQL, and print the ratios.
 
-    .venv/bin/python bench/run.py                 # the three comparisons (about 7 minutes)
+    .venv/bin/python bench/run.py                 # every comparison (about 9 minutes)
+    .venv/bin/python bench/run.py --only async    # Prefer: respond-async intake and drain
     .venv/bin/python bench/run.py --memory 100000 # RSS of the workers over many purchases
 
 Each comparison starts the sandbox upstream with an added latency, the floor (bench/floor,
@@ -270,7 +271,30 @@ def run_comparisons(bench: Bench, key: str, args: argparse.Namespace) -> None:
         run_0ms(bench, key, args, rows)
     if args.only in ("all", "50ms", "sync"):
         run_50ms(bench, key, args, rows)
+    if args.only in ("all", "async"):
+        run_async(bench, key, args, rows)
     print_table(rows)
+
+
+def run_async(
+    bench: Bench, key: str, args: argparse.Namespace, rows: list[tuple[Comparison, dict[str, str]]]
+) -> None:
+    """`Prefer: respond-async` intake and the worker's drain against the floor (async_intake)."""
+    from bench import async_intake
+
+    runs = async_intake.measure(
+        bench,
+        key,
+        bench.env["DATABASE_URL"],
+        floor_app=FLOOR_APP,
+        gateway_app=GATEWAY_APP,
+        clients=32,
+        seconds=args.seconds,
+        rounds=args.rounds,
+        fmt=fmt,
+    )
+    labels = ["floor", "async-intake", "async-drained"]
+    rows.append((Comparison("respond-async, 0 ms", labels, runs), async_intake.TARGETS))
 
 
 def run_0ms(
@@ -361,7 +385,10 @@ def main() -> None:
         help="at 0 ms, skip the floor's ORM variant (it shows how much of the gap is the ORM)",
     )
     parser.add_argument(
-        "--only", choices=("all", "0ms", "50ms", "sync"), default="all", help="one comparison"
+        "--only",
+        choices=("all", "0ms", "50ms", "sync", "async"),
+        default="all",
+        help="one comparison",
     )
     parser.add_argument(
         "--memory", type=int, default=0, metavar="N", help="instead: RSS over N purchases"

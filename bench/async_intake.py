@@ -1,0 +1,198 @@
+"""`Prefer: respond-async` against the floor: intake throughput, and the worker's drain end to end.
+
+Each round runs the floor (every purchase sent within its request), then the gateway with
+`Prefer: respond-async` while `cashback_worker` processes drain what it takes, and waits until
+the worker has sent every purchase of the run. Three results per round:
+
+- `floor`: purchases sent per second (each request stores, calls upstream, records).
+- `async-intake`: 202 answers per second (stored and reserved, not yet sent); target ≥ 1.5×.
+- `async-drained`: purchases *sent* per second, from the first request of the run to the
+  worker's last `sent_at`, with p50/p99 of each purchase's `sent_at − created_at` and the CPU
+  of gunicorn and the workers together per purchase; target ≥ 0.8×.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from bench.load import Connection, Result, cpu_seconds, purchase_body, run_load, server_pids
+
+ROOT = Path(__file__).resolve().parent.parent
+PY = str(ROOT / ".venv" / "bin" / "python")
+WORKERS = int(os.environ.get("BENCH_ASYNC_WORKERS", "2"))
+TARGETS = {"async-intake": "≥ 1.50x", "async-drained": "≥ 0.80x"}
+
+
+async def _client(n: int, port: int, key: str, tag: str, deadline: float, result: Result) -> None:
+    conn = Connection("127.0.0.1", port)
+    i = 0
+    while time.perf_counter() < deadline:
+        i += 1
+        body = purchase_body(f"{tag}-{n}-{i}")
+        raw = (
+            f"POST /api/v1/purchases HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
+            f"Authorization: Bearer {key}\r\nContent-Type: application/json\r\n"
+            f"Prefer: respond-async\r\nContent-Length: {len(body)}\r\n\r\n"
+        ).encode() + body
+        started = time.perf_counter()
+        try:
+            status, _ = await asyncio.wait_for(conn.request(raw), 30)
+        except (TimeoutError, OSError, asyncio.IncompleteReadError, ValueError):
+            conn.close()
+            result.errors += 1
+            await asyncio.sleep(0.01)
+            continue
+        result.statuses[status] = result.statuses.get(status, 0) + 1
+        if status == 202:
+            result.ok += 1
+            result.latencies.append(time.perf_counter() - started)
+        else:
+            result.errors += 1
+    conn.close()
+
+
+async def _intake(port: int, key: str, clients: int, seconds: float, tag: str) -> Result:
+    result = Result("async-intake", seconds)
+    started = time.perf_counter()
+    await asyncio.gather(
+        *(_client(n, port, key, tag, started + seconds, result) for n in range(clients))
+    )
+    result.seconds = time.perf_counter() - started
+    return result
+
+
+@contextmanager
+def workers(env: dict[str, str], logdir: Path, count: int) -> Iterator[list[int]]:
+    """Run `count` cashback_worker processes; yield their pids; SIGTERM them on the way out."""
+    procs = []
+    for n in range(count):
+        log = open(logdir / f"worker-{n}.log", "ab")  # noqa: SIM115
+        procs.append(
+            (
+                subprocess.Popen(
+                    [PY, "manage.py", "cashback_worker"],
+                    cwd=ROOT,
+                    env=env,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                ),
+                log,
+            )
+        )
+    try:
+        yield [p.pid for p, _ in procs]
+    finally:
+        for p, _ in procs:
+            p.terminate()
+        for p, log in procs:
+            try:
+                p.wait(30)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
+            log.close()
+
+
+def _drained(database_url: str, tag: str, since: float, timeout: float = 300.0) -> Result:
+    """Wait until the worker sent every purchase of `tag`; return the sent-per-second result."""
+    import psycopg
+
+    sql_open = (
+        "SELECT count(*) FROM cashback_purchase WHERE created_at >= to_timestamp(%s) "
+        "AND order_id LIKE %s AND status IN ('queued', 'sending', 'pending')"
+    )
+    sql_sent = (
+        "SELECT extract(epoch FROM sent_at), extract(epoch FROM sent_at - created_at) "
+        "FROM cashback_purchase WHERE created_at >= to_timestamp(%s) AND order_id LIKE %s "
+        "AND status = 'sent'"
+    )
+    like = f"{tag}-%"
+    deadline = time.monotonic() + timeout
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        while True:
+            row = conn.execute(sql_open, [since - 1, like]).fetchone()
+            if not row or not row[0]:
+                break
+            if time.monotonic() > deadline:
+                raise SystemExit(f"the worker did not drain {row[0]} purchases in {timeout:g} s")
+            time.sleep(0.1)
+        sent = conn.execute(sql_sent, [since - 1, like]).fetchall()
+    result = Result("async-drained", 0.0)
+    if sent:
+        result.ok = len(sent)
+        result.seconds = max(float(s) for s, _ in sent) - since
+        result.latencies = [float(lag) for _, lag in sent]
+    return result
+
+
+def measure(
+    bench: Any,
+    key: str,
+    database_url: str,
+    *,
+    floor_app: str,
+    gateway_app: str,
+    clients: int,
+    seconds: float,
+    rounds: int,
+    fmt: Callable[[Result], str],
+) -> list[list[Result]]:
+    """Alternate floor and respond-async rounds; return [floor, intake, drained] per round."""
+    print(
+        f"\n== Prefer: respond-async: {clients} clients, {rounds} rounds of {seconds:g} s, "
+        f"{WORKERS} cashback_worker processes draining",
+        flush=True,
+    )
+    runs = []
+    with (
+        bench.sandbox(0),
+        bench.gunicorn("floor", floor_app) as floor,
+        bench.gunicorn("gateway", gateway_app) as gateway,
+        workers({**bench.env}, bench.logdir, WORKERS) as worker_pids,
+    ):
+        stamp = f"{int(time.time() * 1000):x}"
+        run_load("floor", floor.port, key, clients=clients, seconds=2.0, tag=f"aw-f-{stamp}")
+        warm = f"aw-g-{stamp}"
+        asyncio.run(_intake(gateway.port, key, clients, 2.0, warm))
+        _drained(database_url, warm, time.time() - 60)
+        for i in range(rounds):
+            base = run_load(
+                "floor",
+                floor.port,
+                key,
+                clients=clients,
+                seconds=seconds,
+                tag=f"af-{stamp}-{i}",
+                master_pid=floor.process.pid,
+            )
+            tag = f"aa-{stamp}-{i}"
+            gateway_cpu = cpu_seconds(server_pids(gateway.process.pid))
+            worker_cpu = cpu_seconds(worker_pids)
+            since = time.time()
+            intake = asyncio.run(_intake(gateway.port, key, clients, seconds, tag))
+            # Intake: gunicorn's CPU per 202; drained: gunicorn's and the workers' per sent.
+            intake.cpu = cpu_seconds(server_pids(gateway.process.pid)) - gateway_cpu
+            drained = _drained(database_url, tag, since)
+            drained.cpu = (
+                cpu_seconds(server_pids(gateway.process.pid))
+                - gateway_cpu
+                + cpu_seconds(worker_pids)
+                - worker_cpu
+            )
+            row = [base, intake, drained]
+            for r in row:
+                print(f"  {fmt(r)}", flush=True)
+            print(
+                f"  round {i + 1}: intake/floor {intake.rps / base.rps:.2f}x, "
+                f"drained/floor {drained.rps / base.rps:.2f}x",
+                flush=True,
+            )
+            runs.append(row)
+    return runs
