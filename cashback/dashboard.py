@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import logging
 from dataclasses import dataclass
+from datetime import date
 from typing import Any
 from urllib.parse import urlencode
 from zoneinfo import available_timezones
@@ -27,12 +28,12 @@ from django.http import (
 )
 from django.http.response import HttpResponseBase
 from django.template.response import TemplateResponse
-from django.urls import path
+from django.urls import path, reverse
 from django.views.decorators.http import require_GET
 
 from cashback import reports
 from cashback.reports import Dashboard, ReportError, ReportFilter
-from gateway.money import bytes_to_gbyte
+from gateway.money import bytes_to_gbyte, format_money
 from merchants.models import Merchant
 
 logger = logging.getLogger(__name__)
@@ -40,8 +41,9 @@ logger = logging.getLogger(__name__)
 PERMISSION = "cashback.export_payouts"
 DEFAULT_PRESET = "this_month"
 
-# The chart's drawing area in SVG user units.
-CHART_WIDTH, CHART_HEIGHT = 720, 160
+# The chart's drawing area in SVG user units (it scales to the page's width), and the room
+# on its left for the y axis' labels.
+CHART_WIDTH, CHART_HEIGHT, CHART_LEFT = 960, 260, 96
 
 
 @functools.cache
@@ -89,30 +91,112 @@ def parse_selection(params: QueryDict) -> Selection:
     return Selection(preset, ReportFilter(period, merchant))
 
 
-def _chart_svg_bars(board: Dashboard) -> dict[str, Any]:
-    """Return the chart's bars as SVG coordinates, computed with integers only."""
+def _nice_top(peak: int) -> int:
+    """Return the axis maximum: the first 1, 2 or 5 × 10^k at or above `peak` (integers)."""
+    if peak <= 0:
+        return 1
+    scale = 1
+    while True:
+        for step in (1, 2, 5):
+            if step * scale >= peak:
+                return step * scale
+        scale *= 10
+
+
+def _bucket_label(day: date, unit: str) -> str:
+    return day.strftime("%Y-%m") if unit == "month" else day.isoformat()
+
+
+def _chart_svg(board: Dashboard) -> dict[str, Any]:
+    """Return the chart's geometry in SVG user units, computed with integers only.
+
+    Stacked bars per bucket (the merchants that paid most, then the others), the previous
+    period as a line, a y axis in GBYTE with five ticks and the buckets' dates below.
+    """
     points = board.chart
-    peak = max((v for _, v in points), default=0)
-    slot = CHART_WIDTH // max(len(points), 1)
+    n = max(len(points), 1)
+    left, right, top, bottom = CHART_LEFT, 12, 12, 40
+    plot_w, plot_h = CHART_WIDTH - left - right, CHART_HEIGHT - top - bottom
+    totals = [v for _, v in points]
+    peak = max([*totals, *board.previous, 0])
+    axis_top = _nice_top(peak)
+    slot = plot_w // n
+    base = top + plot_h
+
+    def y(value: int) -> int:
+        return base - value * plot_h // axis_top
+
+    names = {
+        id(merchant): (merchant.public_id if merchant else "others") for merchant, _ in board.stacks
+    }
     bars = []
-    for i, (day, value) in enumerate(points):
-        height = value * CHART_HEIGHT // peak if peak else 0
-        label = day.strftime("%Y-%m") if board.chart_unit == "month" else day.isoformat()
+    for i, (day, total) in enumerate(points):
+        label = _bucket_label(day, board.chart_unit)
+        x = left + i * slot + 1
+        parts = []
+        height_so_far = 0
+        for k, (merchant, values) in enumerate(board.stacks):
+            value = values[i]
+            if not value:
+                continue
+            # Heights from the running sum, so that the stack's top is exactly the total's.
+            h_end = (height_so_far + value) * plot_h // axis_top
+            h_start = height_so_far * plot_h // axis_top
+            parts.append(
+                {
+                    "y": base - h_end,
+                    "height": h_end - h_start,
+                    "series": "others" if merchant is None else k,
+                    "name": names[id(merchant)],
+                    "gbyte": format_money(bytes_to_gbyte(value), "GBYTE"),
+                }
+            )
+            height_so_far += value
         bars.append(
             {
-                "x": i * slot + 1,
-                "y": CHART_HEIGHT - height,
+                "x": x,
                 "width": max(slot - 2, 1),
-                "height": height,
                 "label": label,
-                "gbyte": bytes_to_gbyte(value),
+                "gbyte": format_money(bytes_to_gbyte(total), "GBYTE"),
+                "parts": parts,
             }
         )
+    ticks = [
+        {
+            "y": y(axis_top * q // 4),
+            "label": format_money(bytes_to_gbyte(axis_top * q // 4), "GBYTE"),
+        }
+        for q in range(5)
+    ]
+    middle = len(points) // 2
+    x_labels = [
+        {"x": left + i * slot + slot // 2, "label": _bucket_label(points[i][0], board.chart_unit)}
+        for i in sorted({0, middle, len(points) - 1})
+        if points
+    ]
+    previous = " ".join(
+        f"{left + i * slot + slot // 2},{y(v)}" for i, v in enumerate(board.previous)
+    )
+    legend = [
+        {"series": "others" if m is None else k, "name": names[id(m)], "title": m.name if m else ""}
+        for k, (m, _) in enumerate(board.stacks)
+    ]
+    past = board.previous_period
     return {
         "bars": bars,
         "width": CHART_WIDTH,
         "height": CHART_HEIGHT,
-        "peak": bytes_to_gbyte(peak),
+        "left": left,
+        "right_edge": CHART_WIDTH - right,
+        "top": top,
+        "base": base,
+        "ticks": ticks,
+        "x_labels": x_labels,
+        "previous": previous,
+        "previous_label": past.label() if past else "",
+        "legend": legend,
+        "empty": peak == 0,
+        "peak": format_money(bytes_to_gbyte(max(totals, default=0)), "GBYTE"),
         "unit": board.chart_unit,
         "first": bars[0]["label"] if bars else "",
         "last": bars[-1]["label"] if bars else "",
@@ -141,10 +225,14 @@ def dashboard_view(request: HttpRequest) -> HttpResponse:
         status = 400
     else:
         board = reports.dashboard(selection.filter, merchants)
+        for row in board.rows:
+            row.links = purchase_links(selection.filter, row.merchant)  # type: ignore[attr-defined]
         context |= {
+            "total_links": purchase_links(selection.filter, selection.filter.merchant),
+            "count_columns": list(COLUMN_STATUSES),
             "selection": selection,
             "board": board,
-            "chart": _chart_svg_bars(board),
+            "chart": _chart_svg(board),
             "preset_links": [
                 (key, label, _preset_query(selection, key))
                 for key, label in reports.PRESETS.items()
@@ -157,6 +245,39 @@ def dashboard_view(request: HttpRequest) -> HttpResponse:
             ],
         }
     return TemplateResponse(request, "admin/payouts/dashboard.html", context, status=status)
+
+
+# The dashboard's count columns and the statuses each one counts.
+COLUMN_STATUSES = {
+    "purchases": (),
+    "sent": ("sent",),
+    "rejected": ("rejected",),
+    "pending_unknown": ("pending", "unknown"),
+    "queued_sending": ("queued", "sending"),
+    "failed": ("failed",),
+}
+
+
+def purchase_links(flt: ReportFilter, merchant: Merchant | None) -> dict[str, str]:
+    """Return, per count column, the purchases list filtered to that merchant, status and
+    period (the period's exact instants, so the list counts what the dashboard counts)."""
+    first, after = flt.period.bounds()
+    base: dict[str, str] = {
+        "created_at__gte": first.isoformat(),
+        "created_at__lt": after.isoformat(),
+    }
+    if merchant is not None:
+        base["merchant__id__exact"] = str(merchant.pk)
+    url = reverse("admin:cashback_purchase_changelist")
+    links = {}
+    for column, statuses in COLUMN_STATUSES.items():
+        params = dict(base)
+        if len(statuses) == 1:
+            params["status__exact"] = statuses[0]
+        elif statuses:
+            params["status__in"] = ",".join(statuses)
+        links[column] = f"{url}?{urlencode(params)}"
+    return links
 
 
 def _preset_query(selection: Selection, preset: str) -> str:

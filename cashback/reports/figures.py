@@ -9,8 +9,10 @@ from decimal import Decimal
 from typing import Any
 
 from django.db import connection
+from django.db.models import Sum
 from django.db.models.functions import TruncDate
 
+from cashback.models import Status
 from cashback.reports.columns import status_counts
 from cashback.reports.periods import Period, ReportFilter
 from gateway.money import Currency, bytes_to_gbyte, from_minor
@@ -93,6 +95,12 @@ class Dashboard:
     # (first day of the bar, cashback bytes), one bar per day or per month.
     chart: list[tuple[date, int]]
     chart_unit: str  # "day" or "month"
+    # The bars split by the merchants that paid most (up to CHART_STACKS, then "others"):
+    # (merchant or None for the others, bytes per bar in the order of `chart`).
+    stacks: list[tuple[Merchant | None, list[int]]] = field(default_factory=list)
+    # The same number of days just before the period, bar by bar, for comparison.
+    previous: list[int] = field(default_factory=list)
+    previous_period: Period | None = None
 
     def total_balance_amounts(self) -> list[tuple[str, Decimal, Decimal]]:
         return _balance_amounts(self.total_balances)
@@ -169,7 +177,71 @@ def dashboard(flt: ReportFilter, merchants: Iterable[Merchant]) -> Dashboard:
 
     chart, unit = _chart(flt.period, per_day)
     ordered = sorted(rows.values(), key=lambda r: (r.merchant.name.lower(), r.merchant.public_id))
-    return Dashboard(flt, ordered, totals, total_balances, chart, unit)
+    board = Dashboard(flt, ordered, totals, total_balances, chart, unit)
+    board.stacks = _stacks(flt, rows, chart, unit)
+    board.previous_period = previous = flt.period.previous()
+    past, _ = _chart(previous, _sent_per_day(ReportFilter(previous, flt.merchant)))
+    board.previous = [v for _, v in past][: len(chart)]
+    return board
+
+
+# Merchants the chart shows apart; the rest are summed as "others".
+CHART_STACKS = 5
+
+
+def _sent_groups(flt: ReportFilter, merchant_ids: list[int] | None) -> dict[tuple[date, int], int]:
+    """Return cashback bytes of sent purchases per (day, merchant); merchant 0 when not split."""
+    qs = flt.purchases().filter(status=Status.SENT)
+    keys = ["day"]
+    if merchant_ids is not None:
+        qs = qs.filter(merchant_id__in=merchant_ids)
+        keys.append("merchant_id")
+    grouped = (
+        qs.annotate(day=TruncDate("created_at", tzinfo=flt.period.tz))
+        .values(*keys)
+        .annotate(total=Sum("cashback_amount"))
+        .order_by()
+    )
+    out: dict[tuple[date, int], int] = {}
+    for g in grouped:
+        # SQLite returns the day as text.
+        day = g["day"] if isinstance(g["day"], date) else date.fromisoformat(g["day"])
+        out[(day, g.get("merchant_id", 0))] = int(g["total"] or 0)
+    return out
+
+
+def _sent_per_day(flt: ReportFilter) -> dict[date, int]:
+    return {day: total for (day, _), total in _sent_groups(flt, None).items()}
+
+
+def _stacks(
+    flt: ReportFilter,
+    rows: dict[int, MerchantRow],
+    chart: list[tuple[date, int]],
+    unit: str,
+) -> list[tuple[Merchant | None, list[int]]]:
+    """Split each bar by the merchants that paid most in the period (one query)."""
+    paying = sorted(
+        (r for r in rows.values() if r.figures.cashback_bytes),
+        key=lambda r: (-r.figures.cashback_bytes, r.merchant.public_id),
+    )
+    top = paying[:CHART_STACKS]
+    if not top:
+        return []
+    per = _sent_groups(flt, [r.merchant.pk for r in top])
+    index = {d: i for i, (d, _) in enumerate(chart)}
+    stacks: list[tuple[Merchant | None, list[int]]] = []
+    for row in top:
+        values = [0] * len(chart)
+        for (day, merchant_id), total in per.items():
+            if merchant_id == row.merchant.pk:
+                bucket = day.replace(day=1) if unit == "month" else day
+                values[index[bucket]] += total
+        stacks.append((row.merchant, values))
+    others = [total - sum(s[1][i] for s in stacks) for i, (_, total) in enumerate(chart)]
+    if any(others):
+        stacks.append((None, others))
+    return stacks
 
 
 def _chart(period: Period, per_day: dict[date, int]) -> tuple[list[tuple[date, int]], str]:

@@ -48,6 +48,12 @@ class Period:
     def days(self) -> list[date]:
         return [self.start + timedelta(days=i) for i in range((self.end - self.start).days + 1)]
 
+    def previous(self) -> Period:
+        """Return the period of as many days that ends the day before this one starts."""
+        length = self.end - self.start
+        end = self.start - timedelta(days=1)
+        return Period(end - length, end, self.tz)
+
     def label(self) -> str:
         """Return e.g. "2026-11-01 to 2026-11-30 (Europe/Berlin)"."""
         return f"{self.start.isoformat()} to {self.end.isoformat()} ({self.zone})"

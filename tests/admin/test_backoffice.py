@@ -427,3 +427,25 @@ def test_a_webhook_delivery_shows_target_payload_and_a_redeliver_button(
         ).status_code
         == 403
     )
+
+
+def test_the_index_counts_unknown_apart_from_pending_with_their_age(
+    admin_client: Client, accountant_client: Client, shop: Any
+) -> None:
+    now = timezone.now()
+    make_purchase(shop.merchant, "U-1", created_at=now - timedelta(hours=3, minutes=5))
+    make_purchase(shop.merchant, "U-2", created_at=now - timedelta(minutes=2))
+    make_purchase(shop.merchant, "P-1", status=Status.PENDING, created_at=now - timedelta(days=2))
+    make_purchase(shop.merchant, "S-1", status=Status.SENT)
+
+    for client in (admin_client, accountant_client):
+        html = page(client, "/admin/")
+        box = html[html.index('id="needs-attention"') :]
+        unknown = box[box.index('data-status="unknown"') : box.index('data-status="pending"')]
+        pending = box[box.index('data-status="pending"') : box.index("</table>")]
+        assert 'status__exact=unknown&amp;o=8">2</a>' in unknown
+        assert "oldest 3 h 5 min old" in unknown
+        assert 'status__exact=pending&amp;o=8">1</a>' in pending
+        assert "oldest 2 d 0 h old" in pending
+    listing = admin_client.get(PURCHASES, {"status__exact": "unknown", "o": "8"})
+    assert [p.order_id for p in listing.context["cl"].result_list] == ["U-1", "U-2"]

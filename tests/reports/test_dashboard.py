@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+import html as html_lib
 import re
 from datetime import date
 from decimal import Decimal
@@ -98,7 +99,7 @@ def cells(html: str, merchant: str) -> dict[str, str]:
     row = re.search(rf'<tr data-merchant="{merchant}">(.*?)</tr>', html, re.S)
     assert row is not None, merchant
     found = re.findall(r'<td class="num" data-col="(\w+)">(.*?)</td>', row.group(1), re.S)
-    return {k: " ".join(re.sub(r"<[^>]+>", " ", v).split()) for k, v in found}
+    return {k: " ".join(html_lib.unescape(re.sub(r"<[^>]+>", " ", v)).split()) for k, v in found}
 
 
 def test_dashboard_page_renders_the_figures_chart_and_export_links(
@@ -122,12 +123,24 @@ def test_dashboard_page_renders_the_figures_chart_and_export_links(
     assert cells(html, "")["balance"] == "50.00 / 0.00 USD 12.50 / 1.50 EUR"
     assert 'data-merchant="gamma"' not in html
     assert "2026-10-01 to 2026-10-31, both inclusive, in Europe/Berlin" in html
-    # The tallest bar is Oct 15 (15th of 31 slots of 720 // 31 = 23 units, full height).
+    # The tallest bar is Oct 15: slot 14 of 31 slots of (960 - 96 - 12) // 31 = 27 units; the
+    # axis tops at 2 GBYTE (a 1, 2, 5 step), so the bar is the whole 208-unit plot.
+    assert "<title>2026-10-15: 2.000000000 GBYTE; alpha 2.000000000</title>" in html
+    assert '<rect class="bar series-0" x="475" y="12" width="25" height="208"/>' in html
+    assert "<title>2026-10-01: 0.000101318 GBYTE; alpha 0.000101318</title>" in html
+    # Axes with labels, a legend, and the previous period as a line.
+    assert ">2.000000000</text>" in html and ">0.500000000</text>" in html
+    assert "day of creation (Europe/Berlin)" in html
+    # The previous period has as many days (31) and ends the day before October.
+    assert 'id="chart-legend"' in html
+    assert "previous period (2026-08-31 to 2026-09-30 (Europe/Berlin))" in html
+    assert '<polyline class="previous" points="' in html
+    # Counts link to the purchases they count.
     assert (
-        '<rect class="bar" x="323" y="0" width="21" height="160"><title>2026-10-15: 2.000000000 GBYTE</title></rect>'
-        in html
-    )
-    assert "<title>2026-10-01: 0.000101318 GBYTE</title>" in html
+        'href="/admin/cashback/purchase/?created_at__gte=2026-10-01T00%3A00%3A00%2B02%3A00'
+        "&amp;created_at__lt=2026-11-01T00%3A00%3A00%2B01%3A00"
+        f'&amp;merchant__id__exact={dataset.alpha.pk}&amp;status__exact=sent">2</a>'
+    ) in html
     query = "period=custom&amp;tz=Europe%2FBerlin&amp;start=2026-10-01&amp;end=2026-10-31"
     for report in ("detail", "summary"):
         for fmt in ("csv", "xlsx"):
@@ -358,8 +371,9 @@ def test_dashboard_queries_do_not_grow_with_the_number_of_merchants(
     assert len(board.rows) == 30
     assert board.totals.purchases == 60
     # Session, user, permissions (user's and group's), the merchant menu, one purchase
-    # aggregate, balances, and the banners' worker heartbeat and alerts.
-    assert len(few.captured_queries) <= 9
+    # aggregate, balances, the chart's stacks and previous period, and the banners' worker
+    # heartbeat and alerts.
+    assert len(few.captured_queries) <= 11
 
 
 @pytest.mark.django_db
@@ -373,3 +387,41 @@ def test_command_refuses_xlsx_to_a_text_only_stdout() -> None:
             stdout=io.StringIO(),
         )
     assert str(excinfo.value) == "XLSX is binary and stdout takes text here: give --output FILE."
+
+
+def test_the_dashboards_links_open_the_purchases_it_counts(
+    dataset: DataSet, accountant: Any
+) -> None:
+    client = logged_in(accountant)
+    response = client.get(DASHBOARD, OCTOBER)
+    board = response.context["board"]
+
+    for row in board.rows:
+        for column, url in row.links.items():
+            listing = client.get(url)
+            assert listing.status_code == 200, url
+            expected = getattr(row.figures, column)
+            assert listing.context["cl"].result_count == expected, (row.merchant, column)
+    total = response.context["total_links"]["purchases"]
+    assert client.get(total).context["cl"].result_count == board.totals.purchases
+
+
+def test_the_chart_has_an_empty_state_and_stacks_the_merchants_that_paid_most(
+    accountant: Any,
+) -> None:
+    client = logged_in(accountant)
+    empty = client.get(DASHBOARD, {"period": "custom", "start": "2020-01-01", "end": "2020-01-31"})
+    assert 'id="chart-empty"' in empty.content.decode()
+    assert "<polyline" not in empty.content.decode()
+
+    day = berlin(2026, 10, 3, 12)
+    for n in range(7):
+        shop = Merchant.objects.create(public_id=f"m{n}", name=f"Shop {n}")
+        make_purchase(shop, f"o{n}", "EUR", 100, day, status=Status.SENT, cashback=(n + 1) * 1000)
+    board = client.get(DASHBOARD, OCTOBER).context["board"]
+
+    names = [m.public_id if m else None for m, _ in board.stacks]
+    assert names == ["m6", "m5", "m4", "m3", "m2", None]
+    third = [d for d, _ in board.chart].index(date(2026, 10, 3))
+    assert [values[third] for _, values in board.stacks] == [7000, 6000, 5000, 4000, 3000, 3000]
+    assert sum(values[third] for _, values in board.stacks) == dict(board.chart)[date(2026, 10, 3)]
