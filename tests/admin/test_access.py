@@ -131,8 +131,9 @@ def test_the_alert_banner_costs_one_query_and_goes_away_when_resolved(
         kind=Alert.Kind.AUTH_FAILED, message="check the partner key", first_seen=now, last_seen=now
     )
     admin_client.get("/admin/")  # the session's first request may cost more
-    # session, user, app list permissions, alerts, the workers' heartbeats
-    with django_assert_num_queries(5):
+    # session, user, app list permissions, alerts, the workers' heartbeats, and the index's
+    # needs-attention counts
+    with django_assert_num_queries(6):
         assert "ALERT:" in admin_client.get("/admin/").content.decode()
 
     response = admin_client.post(

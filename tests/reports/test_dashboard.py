@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import csv
-import io
 import html as html_lib
+import io
 import re
 from datetime import date
 from decimal import Decimal
