@@ -718,7 +718,7 @@ class WebhookDeliveryAdmin(ViewOnlyAdmin):
         context = {**(extra_context or {}), "may_redeliver": self.may_act(request)}
         delivery = self.get_object(request, unquote(object_id))
         if delivery is not None:
-            context["title"] = f"Webhook {delivery.event} for {delivery.purchase.order_id}"
+            context["title"] = f"Webhook {delivery}"
             context["subtitle"] = None
         return super().change_view(request, object_id, form_url, context)
 
@@ -788,3 +788,7 @@ class AlertAdmin(ViewOnlyAdmin):
                 audit.record(request.user, "resolve_alert", alert, {"resolved_at": [None, now]})
             resolved += 1
         self.message_user(request, f"{resolved} alert(s) resolved.", messages.SUCCESS)
+
+
+# Reference rates and overrides (currency conversion) have their own module.
+from cashback import admin_rates  # noqa: E402, F401

@@ -48,13 +48,30 @@ class Purchase(models.Model):
     customer = models.CharField(max_length=255)
     description = models.CharField(max_length=1000, blank=True, default="")
     address = models.CharField(max_length=254)
+    # What upstream receives: the currency as sent, or the merchant's settlement currency
+    # when the purchase was converted (then `original_*` and `fx_*` say from what and how).
     currency = models.CharField(max_length=5, choices=Currency.choices)
-    amount_minor = models.BigIntegerField(help_text="currency_amount in minor units")
+    amount_minor = models.BigIntegerField(help_text="The amount sent upstream, in minor units")
     requested_percentage = models.DecimalField(max_digits=5, decimal_places=2)
     percentage = models.DecimalField(
         max_digits=5, decimal_places=2, help_text="The partner percentage sent upstream."
     )
     purchase_unit = models.CharField(max_length=44, null=True, blank=True)
+
+    # A converted purchase (docs/currencies.md): what the merchant sent, and the rates used.
+    # All empty when upstream took the currency as it was.
+    original_currency = models.CharField(max_length=5, null=True, blank=True)
+    original_amount_minor = models.BigIntegerField(
+        null=True, blank=True, help_text="The amount the merchant sent, in its minor units"
+    )
+    fx_rate = models.CharField(
+        max_length=20, null=True, blank=True, help_text="original currency per 1 EUR"
+    )
+    fx_settlement_rate = models.CharField(
+        max_length=20, null=True, blank=True, help_text="settlement currency per 1 EUR"
+    )
+    fx_rate_date = models.DateField(null=True, blank=True)
+    fx_rate_source = models.CharField(max_length=8, null=True, blank=True)
 
     status = models.CharField(max_length=8, choices=Status.choices, default=Status.QUEUED)
     cashback_amount = models.BigIntegerField(null=True, blank=True, help_text="bytes")
@@ -123,6 +140,26 @@ class Purchase(models.Model):
     @property
     def currency_amount(self) -> Decimal:
         return from_minor(self.amount_minor, self.currency)
+
+    @property
+    def is_converted(self) -> bool:
+        return self.original_currency is not None
+
+    @property
+    def sent_currency(self) -> str:
+        """Return the currency the merchant sent (before any conversion)."""
+        return self.original_currency or self.currency
+
+    @property
+    def sent_amount_minor(self) -> int:
+        """Return the amount the merchant sent, in minor units of `sent_currency`."""
+        if self.original_amount_minor is None:
+            return self.amount_minor
+        return self.original_amount_minor
+
+    @property
+    def sent_amount(self) -> Decimal:
+        return from_minor(self.sent_amount_minor, self.sent_currency)
 
     @property
     def reserved_amount(self) -> Decimal:
@@ -231,7 +268,10 @@ class WebhookDelivery(models.Model):
         DELIVERED = "delivered", "Delivered"
         FAILED = "failed", "Failed"
 
-    purchase = models.ForeignKey(Purchase, on_delete=models.CASCADE, related_name="webhooks")
+    # Empty for events about the merchant itself (balance.low).
+    purchase = models.ForeignKey(
+        Purchase, null=True, blank=True, on_delete=models.CASCADE, related_name="webhooks"
+    )
     merchant = models.ForeignKey(Merchant, on_delete=models.CASCADE, related_name="webhooks")
     event = models.CharField(max_length=40)
     payload = models.JSONField()
@@ -256,4 +296,47 @@ class WebhookDelivery(models.Model):
         ]
 
     def __str__(self) -> str:
+        if self.purchase is None:
+            return f"{self.event} for merchant {self.merchant_id}"
         return f"{self.event} for {self.purchase.order_id}"
+
+
+class Rate(models.Model):
+    """A reference rate: units of `currency` per 1 EUR on `date`, as the ECB published it.
+
+    `rate` is the published decimal text itself ("0.8338"), read with `Decimal(text)`, never
+    through float. An admin's override is another row (source `override`) with a reason; on
+    its date it wins over the ECB's rate. Rows are never edited.
+    """
+
+    class Source(models.TextChoices):
+        ECB = "ECB", "ECB reference rate"
+        OVERRIDE = "override", "Override by an admin"
+
+    currency = models.CharField(max_length=3)
+    date = models.DateField()
+    rate = models.CharField(max_length=20, help_text="units of the currency per 1 EUR")
+    source = models.CharField(max_length=8, choices=Source.choices, default=Source.ECB)
+    reason = models.CharField(max_length=500, blank=True, default="")
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["currency", "-date", "-created_at"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["currency", "date"],
+                condition=Q(source="ECB"),
+                name="rate_ecb_once_per_day",
+            ),
+        ]
+        indexes = [models.Index(fields=["currency", "-date"], name="rate_lookup")]
+
+    def __str__(self) -> str:
+        return f"{self.currency} {self.rate} per EUR on {self.date} ({self.source})"
+
+    @property
+    def value(self) -> Decimal:
+        return Decimal(self.rate)

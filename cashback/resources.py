@@ -29,8 +29,20 @@ def purchase_resource(p: Purchase) -> dict[str, Any]:
         "customer": p.customer,
         "description": p.description,
         "address": p.address,
-        "currency": p.currency,
-        "currency_amount": format(p.currency_amount, "f"),
+        "currency": p.sent_currency,
+        "currency_amount": format(p.sent_amount, "f"),
+        "settlement_currency": p.currency,
+        "settlement_amount": format(p.currency_amount, "f"),
+        "fx": (
+            {
+                "rate": p.fx_rate,
+                "settlement_rate": p.fx_settlement_rate,
+                "date": p.fx_rate_date.isoformat() if p.fx_rate_date else None,
+                "source": p.fx_rate_source,
+            }
+            if p.is_converted
+            else None
+        ),
         "requested_partner_cashback_percentage": format_plain(p.requested_percentage),
         "partner_cashback_percentage": format_plain(p.percentage),
         "purchase_unit": p.purchase_unit,
@@ -44,6 +56,27 @@ def purchase_resource(p: Purchase) -> dict[str, Any]:
     }
 
 
+class FxSerializer(serializers.Serializer):
+    """The rates a converted purchase used (documentation of `purchase_resource`)."""
+
+    rate = serializers.CharField(
+        help_text="Units of `currency` per 1 EUR, the decimal text as published."
+    )
+    settlement_rate = serializers.CharField(
+        allow_null=True,
+        help_text="Units of the settlement currency per 1 EUR (USD settlement); null for EUR.",
+    )
+    date = serializers.DateField(help_text="The date of the reference rate (the older of two).")
+
+    def get_fields(self) -> dict[str, serializers.Field]:
+        fields = super().get_fields()
+        # `source` would shadow Field.source as a class attribute.
+        fields["source"] = serializers.ChoiceField(
+            choices=["ECB", "override"], help_text="ECB, or override when an admin set a rate."
+        )
+        return fields
+
+
 class PurchaseSerializer(serializers.Serializer):
     """The purchase resource (documentation of `purchase_resource`, which renders it)."""
 
@@ -54,9 +87,26 @@ class PurchaseSerializer(serializers.Serializer):
     address = serializers.CharField(
         help_text="The Obyte address (without a QR prefix) or email address paid."
     )
-    currency = serializers.ChoiceField(choices=Currency.choices)
+    currency = serializers.CharField(help_text="The currency the merchant sent.")
     currency_amount = serializers.DecimalField(
-        max_digits=27, decimal_places=9, coerce_to_string=True
+        max_digits=27,
+        decimal_places=9,
+        coerce_to_string=True,
+        help_text="The amount the merchant sent, in `currency`.",
+    )
+    settlement_currency = serializers.ChoiceField(
+        choices=Currency.choices,
+        help_text="The currency sent upstream: `currency` itself, or the merchant's settlement "
+        "currency (USD or EUR) when the purchase was converted.",
+    )
+    settlement_amount = serializers.DecimalField(
+        max_digits=27,
+        decimal_places=9,
+        coerce_to_string=True,
+        help_text="The amount sent upstream and on which the partner share is reserved.",
+    )
+    fx = FxSerializer(
+        allow_null=True, help_text="How the purchase was converted; null when it was not."
     )
     requested_partner_cashback_percentage = serializers.DecimalField(
         max_digits=5,

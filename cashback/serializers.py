@@ -20,6 +20,7 @@ from cashback.validators import (
     normalize_address,
 )
 from gateway.money import (
+    PRECISION,
     AmountError,
     Currency,
     check_amount,
@@ -94,12 +95,16 @@ class PurchaseRequestSerializer(serializers.Serializer):
         validators=[_no_control_characters],
         help_text="An Obyte address (an `obyte:` or `byteball:` prefix is stripped) or an email address.",
     )
-    currency = serializers.ChoiceField(
-        choices=Currency.choices, help_text="The currency the purchase was paid in."
+    currency = serializers.CharField(
+        min_length=3,
+        max_length=5,
+        help_text="The currency the purchase was paid in: USD, EUR, RUR, GBYTE or BTC are sent "
+        "as they are; any other ISO 4217 currency with a current ECB reference rate (GBP, "
+        "JPY, CHF, …) is converted into the merchant's settlement currency.",
     )
     currency_amount = ExactDecimalField(
-        help_text="Greater than 0; at most 2 decimals for USD/EUR/RUR, 8 for BTC, 9 for GBYTE; "
-        "at most 18 digits in all."
+        help_text="Greater than 0; at most 2 decimals for USD/EUR/RUR, 8 for BTC, 9 for GBYTE, "
+        "and the ISO 4217 minor units of other currencies (JPY 0); at most 18 digits in all."
     )
     partner_cashback_percentage = ExactDecimalField(
         required=False,
@@ -127,6 +132,14 @@ class PurchaseRequestSerializer(serializers.Serializer):
             )
         return address
 
+    def validate_currency(self, value: str) -> str:
+        if value not in PRECISION:
+            raise serializers.ValidationError(
+                f"{value!r} is not a currency the gateway takes: USD, EUR, RUR, GBYTE, BTC, "
+                "or an ISO 4217 currency with an ECB reference rate (upper case, e.g. GBP)."
+            )
+        return value
+
     def validate_partner_cashback_percentage(self, value: Decimal | None) -> Decimal | None:
         if value is None:
             return None
@@ -144,7 +157,9 @@ class PurchaseRequestSerializer(serializers.Serializer):
         return value
 
     def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
-        currency = attrs["currency"]
+        currency = attrs.get("currency")
+        if currency is None:  # refused by its own validator; the errors are already keyed
+            return attrs
         try:
             check_amount(attrs["currency_amount"], currency)
         except AmountError as exc:

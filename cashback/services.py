@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -18,13 +18,14 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
-from cashback import lifecycle, wakeup
+from cashback import fx, lifecycle, wakeup
 from cashback.client import get_client
-from cashback.models import Purchase, Status
+from cashback.models import Hold, Purchase, Status, WebhookDelivery
 from gateway import metrics
 from gateway.exceptions import Conflict, InvalidInput
-from gateway.money import format_plain, partner_cost_minor
-from merchants.models import Merchant
+from gateway.money import format_minor, format_plain, partner_cost_minor, round_minor_up
+from merchants import services as ledger
+from merchants.models import Balance, Merchant
 
 logger = logging.getLogger(__name__)
 
@@ -66,8 +67,17 @@ def submit_purchase(
                 ]
             },
         )
+    try:
+        conversion = fx.conversion_for(merchant, data.currency, data.amount_minor, timezone.now())
+    except InvalidInput:
+        # No usable rate now: a replay of a stored purchase is still answered as stored.
+        existing = _stored(merchant, data.order_id)
+        if existing is None:
+            raise
+        return _replay(existing, data, requested), False
     # Insert first: a repeat finds the order id taken (no SELECT before every new purchase).
-    purchase = _store(merchant, data, requested, due_now=respond_async)
+    # A replay compares what the merchant sent (currency, amount), whatever the rates did.
+    purchase = _store(merchant, data, requested, conversion, due_now=respond_async)
     if purchase is None:
         existing = _stored(merchant, data.order_id)
         if existing is not None:
@@ -76,6 +86,8 @@ def submit_purchase(
             "purchase_unit is already used by another order of this merchant.",
             extra={"purchase_unit": ["This unit is already used by another order."]},
         ) from None
+    if purchase.hold == Hold.HELD:
+        notify_if_runway_low(merchant, purchase.currency, purchase.created_at)
     if send and not respond_async:
         purchase = send_now(purchase)
     return purchase, True
@@ -95,8 +107,8 @@ def _replay(existing: Purchase, data: PurchaseInput, requested: Decimal) -> Purc
             ("customer", existing.customer, data.customer),
             ("description", existing.description, data.description),
             ("address", existing.address, data.address),
-            ("currency", existing.currency, data.currency),
-            ("currency_amount", existing.amount_minor, data.amount_minor),
+            ("currency", existing.sent_currency, data.currency),
+            ("currency_amount", existing.sent_amount_minor, data.amount_minor),
             ("partner_cashback_percentage", existing.requested_percentage, requested),
             ("purchase_unit", existing.purchase_unit, data.purchase_unit),
         )
@@ -112,27 +124,44 @@ def _replay(existing: Purchase, data: PurchaseInput, requested: Decimal) -> Purc
 
 
 def _store(
-    merchant: Merchant, data: PurchaseInput, requested: Decimal, *, due_now: bool = False
+    merchant: Merchant,
+    data: PurchaseInput,
+    requested: Decimal,
+    conversion: fx.Conversion | None = None,
+    *,
+    due_now: bool = False,
 ) -> Purchase | None:
     """Store the purchase as `queued` (reserving its cost); None if the order id is known.
 
+    A converted purchase is sent, and its partner share reserved, in the settlement currency.
     `due_now`: no request will send it, so the worker may at once (no grace), and a NOTIFY
     in the storing transaction wakes the workers when it commits (a rollback wakes nobody).
     """
     now = timezone.now()
     grace = 0.0 if due_now else settings.CASHBACK_QUEUED_GRACE
+    currency, amount_minor = (
+        (conversion.currency, conversion.amount_minor)
+        if conversion
+        else (data.currency, data.amount_minor)
+    )
     purchase = Purchase(
         merchant=merchant,
         order_id=data.order_id,
         customer=data.customer,
         description=data.description,
         address=data.address,
-        currency=data.currency,
-        amount_minor=data.amount_minor,
+        currency=currency,
+        amount_minor=amount_minor,
+        original_currency=data.currency if conversion else None,
+        original_amount_minor=data.amount_minor if conversion else None,
+        fx_rate=conversion.rate if conversion else None,
+        fx_settlement_rate=conversion.settlement_rate if conversion else None,
+        fx_rate_date=conversion.rate_date if conversion else None,
+        fx_rate_source=conversion.source if conversion else None,
         requested_percentage=requested,
         percentage=requested,
         purchase_unit=data.purchase_unit,
-        reserved_minor=partner_cost_minor(data.amount_minor, requested),
+        reserved_minor=partner_cost_minor(amount_minor, requested),
         status=Status.QUEUED,
         next_attempt_at=now + timedelta(seconds=grace),
         retry_deadline=now + timedelta(seconds=settings.CASHBACK_RETRY_WINDOW),
@@ -140,7 +169,7 @@ def _store(
         updated_at=now,
     )
     refused = (
-        f"The deposit in {data.currency} does not cover "
+        f"The deposit in {currency} does not cover "
         f"{requested} % partner cashback; nothing was stored."
     )
     if not due_now:
@@ -150,6 +179,48 @@ def _store(
             return None
         wakeup.notify_due()
     return purchase
+
+
+def notify_if_runway_low(merchant: Merchant, currency: str, now: datetime) -> None:
+    """Send `balance.low` once when the deposit's runway drops under the threshold.
+
+    Runway = available / average daily reservations over the last 7 days. The flag on the
+    balance, flipped by a conditional update, makes it once per crossing even with
+    concurrent purchases; a deposit that lengthens the runway again clears it.
+    """
+    if not merchant.webhook_url or settings.WEBHOOK_BALANCE_LOW_DAYS <= 0:
+        return
+    balance = Balance.objects.filter(merchant=merchant, currency=currency).first()
+    if balance is None:
+        return
+    low, days = ledger.runway_is_low(balance, now)
+    if low == balance.runway_low:
+        return
+    with transaction.atomic():
+        flipped = Balance.objects.filter(pk=balance.pk, runway_low=not low).update(runway_low=low)
+        if not (flipped and low):
+            return
+        assert days is not None
+        per_day = ledger.daily_spending_minor(balance, now)
+        WebhookDelivery.objects.create(
+            purchase=None,
+            merchant=merchant,
+            event="balance.low",
+            payload={
+                "merchant_id": merchant.public_id,
+                "currency": currency,
+                "available": format_minor(balance.available_minor, currency),
+                "reserved": format_minor(balance.reserved_minor, currency),
+                "daily_average": format_plain(round_minor_up(per_day, currency)),
+                # Rounded down to a tenth of a day: never a longer runway than there is.
+                "runway_days": format_plain(Decimal(int(days * 10)) / 10),
+                "threshold_days": format_plain(Decimal(str(settings.WEBHOOK_BALANCE_LOW_DAYS))),
+            },
+            next_attempt_at=now,
+        )
+    logger.warning(
+        "balance runway low", extra={"merchant": merchant.public_id, "currency": currency}
+    )
 
 
 # --- Sending -------------------------------------------------------------------------------

@@ -1,9 +1,12 @@
-"""Merchant webhooks: signed POSTs of the purchase resource when a purchase is final.
+"""Merchant webhooks: signed POSTs when a purchase is final, and `balance.low`.
 
-Signature: header `X-Cashback-Signature: t=<unix time>,v1=<hex HMAC-SHA256 of "t.body">`
-with the merchant's webhook secret, the scheme Stripe uses, so a receiver can refuse old
-or replayed deliveries. Delivered at least once: retried on 5xx, timeouts and connection
-errors, never on 4xx.
+Signed as the Standard Webhooks specification says (the `standardwebhooks` package): headers
+`webhook-id` (`msg_<delivery id>`, the same on every retry, so receivers can deduplicate),
+`webhook-timestamp` and `webhook-signature`, with the merchant's `whsec_` secret. A merchant
+whose secret predates that form (it does not decode as base64) also gets the old header
+`X-Cashback-Signature: t=<unix time>,v1=<hex HMAC-SHA256 of "t.body">` until it rotates;
+its Standard Webhooks signature uses the UTF-8 bytes of the old secret as the key.
+Delivered at least once: retried on 5xx, 429, timeouts and connection errors, never on 4xx.
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ import json
 import logging
 import time
 from collections import Counter
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from urllib.parse import urlsplit
 
 import requests
@@ -23,11 +26,13 @@ from django.db import transaction
 from django.db.models import Count, F, Q
 from django.utils import timezone
 from requests_hardened.ip_filter import InvalidIPAddress
+from standardwebhooks import Webhook
 
 from cashback.models import WebhookDelivery
 from gateway import metrics
 from gateway.db import locked
 from gateway.http import webhook_session
+from merchants.models import is_standard_webhook_secret
 from merchants.webhooks import WebhookUrlError, check_webhook_syntax
 
 logger = logging.getLogger(__name__)
@@ -56,6 +61,48 @@ def verify(
     return hmac.compare_digest(
         sign(secret, timestamp, body), f"t={timestamp},v1={parts.get('v1', '')}"
     )
+
+
+def message_id(delivery_id: int) -> str:
+    """Return the `webhook-id` of a delivery: stable across its retries."""
+    return f"msg_{delivery_id}"
+
+
+def signing_key(secret: str) -> Webhook:
+    """Return the Standard Webhooks signer of a merchant's secret (old secrets: their bytes)."""
+    if is_standard_webhook_secret(secret):
+        return Webhook(secret)
+    return Webhook(secret.encode())
+
+
+def signature_headers(secret: str, delivery_id: int, timestamp: int, body: bytes) -> dict[str, str]:
+    """Return the signature headers of one delivery attempt."""
+    msg_id = message_id(delivery_id)
+    when = datetime.fromtimestamp(timestamp, UTC)
+    headers = {
+        "webhook-id": msg_id,
+        "webhook-timestamp": str(timestamp),
+        "webhook-signature": signing_key(secret).sign(msg_id, when, body.decode()),
+    }
+    if not is_standard_webhook_secret(secret):
+        # Until the merchant rotates to a `whsec_` secret, its verifier may still be the old one.
+        headers[SIGNATURE_HEADER] = sign(secret, timestamp, body)
+    return headers
+
+
+def event_body(delivery: WebhookDelivery) -> bytes:
+    """Return the JSON body of a delivery, the same bytes on every attempt."""
+    created = delivery.created_at.astimezone(UTC).isoformat().replace("+00:00", "Z")
+    return json.dumps(
+        # `type`/`timestamp`/`data` as Standard Webhooks suggests; `event` as before.
+        {
+            "type": delivery.event,
+            "timestamp": created,
+            "event": delivery.event,
+            "data": delivery.payload,
+        },
+        separators=(",", ":"),
+    ).encode()
 
 
 def claim_due(now: datetime, limit: int) -> list[WebhookDelivery]:
@@ -138,13 +185,11 @@ def _deliver(delivery: WebhookDelivery) -> None:
     except WebhookUrlError as exc:
         _finish(delivery, WebhookDelivery.State.FAILED, None, str(exc))
         return
-    body = json.dumps(
-        {"event": delivery.event, "data": delivery.payload}, separators=(",", ":")
-    ).encode()
+    body = event_body(delivery)
     headers = {
         "Content-Type": "application/json",
-        SIGNATURE_HEADER: sign(merchant.webhook_secret, int(time.time()), body),
         "X-Cashback-Delivery": str(delivery.pk),
+        **signature_headers(merchant.webhook_secret, delivery.pk, int(time.time()), body),
     }
     try:
         # stream=True: the status is all we need, so the body is never read (nor bounded).

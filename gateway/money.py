@@ -8,6 +8,7 @@ units or back, or rounds, lives here.
 from __future__ import annotations
 
 from decimal import Decimal, InvalidOperation
+from fractions import Fraction
 
 from django.db import models
 
@@ -36,6 +37,21 @@ PRECISION: dict[str, int] = {
     Currency.BTC: 8,
     Currency.GBYTE: 9,
 }
+
+# Currencies a merchant may sell in that upstream does not take: ISO 4217 codes the ECB
+# publishes a reference rate for, with their ISO 4217 minor units. A purchase in one of them
+# is converted into the merchant's settlement currency (cashback/fx.py).
+FOREIGN_PRECISION: dict[str, int] = {
+    "AUD": 2, "BGN": 2, "BRL": 2, "CAD": 2, "CHF": 2, "CNY": 2, "CZK": 2, "DKK": 2,
+    "GBP": 2, "HKD": 2, "HUF": 2, "IDR": 2, "ILS": 2, "INR": 2, "ISK": 0,
+    "JPY": 0, "KRW": 0, "MXN": 2, "MYR": 2, "NOK": 2, "NZD": 2, "PHP": 2, "PLN": 2,
+    "RON": 2, "RUB": 2, "SEK": 2, "SGD": 2, "THB": 2, "TRY": 2, "ZAR": 2,
+}  # fmt: skip
+PRECISION.update(FOREIGN_PRECISION)
+# What a merchant's converted purchases settle in (upstream accepts both).
+SETTLEMENT_CURRENCIES = (Currency.EUR, Currency.USD)
+# The ECB publishes rates as units of a currency per 1 EUR.
+RATE_BASE = Currency.EUR
 
 # Percentages have at most two decimals: 5.25 % is stored as 525 hundredths of a percent.
 PERCENT_PLACES = 2
@@ -181,3 +197,33 @@ def format_count(n: int) -> str:
 def format_percent(p: Decimal) -> str:
     """Return a percentage with its two decimals, the same everywhere ("1.50")."""
     return f"{Decimal(p):.{PERCENT_PLACES}f}"
+
+
+def is_upstream_currency(currency: str) -> bool:
+    """Return whether upstream takes `currency` as it is (USD, EUR, RUR, GBYTE, BTC)."""
+    return currency in Currency.values
+
+
+def convert(amount: Decimal, rate_from: Decimal, rate_to: Decimal, currency_to: str) -> Decimal:
+    """Return `amount` converted at rates per EUR, rounded once, half-even, to `currency_to`.
+
+    `rate_from` and `rate_to` are units of the source and target currency per 1 EUR (as the
+    ECB publishes them; 1 for EUR itself), so amount_in_EUR = amount / rate_from and the
+    result is amount × rate_to / rate_from. That is computed as an exact fraction, and only
+    the final result is rounded: no intermediate EUR amount, no float, no context precision.
+    """
+    for value in (amount, rate_from, rate_to):
+        if not isinstance(value, Decimal) or not value.is_finite():
+            raise TypeError("convert() takes finite Decimals only")
+    if rate_from <= 0 or rate_to <= 0:
+        raise AmountError("rates must be positive")
+    exact = Fraction(amount) * Fraction(rate_to) / Fraction(rate_from)
+    places = PRECISION[currency_to]
+    # round() of a Fraction rounds half to even, exactly.
+    minor = round(exact * 10**places)
+    return from_minor(minor, currency_to)
+
+
+def round_minor_up(minor: Fraction, currency: str) -> Decimal:
+    """Return a fraction of minor units as an amount of `currency`, rounded up."""
+    return from_minor(-(-minor.numerator // minor.denominator), currency)

@@ -359,6 +359,19 @@ WEBHOOK_WORKER_THREADS = env.int("WEBHOOK_WORKER_THREADS", default=4)
 WEBHOOK_MERCHANT_CONCURRENCY = env.int("WEBHOOK_MERCHANT_CONCURRENCY", default=2)
 # Development and tests only: allow http:// and loopback/private webhook targets.
 WEBHOOK_ALLOW_PRIVATE = env.bool("WEBHOOK_ALLOW_PRIVATE", default=False)
+# `balance.low` is sent when a deposit's runway (available / average daily reservations over
+# the last 7 days) drops under this many days; 0 turns the event off.
+WEBHOOK_BALANCE_LOW_DAYS = env.float("WEBHOOK_BALANCE_LOW_DAYS", default=3.0)
+
+# --- Currency conversion (docs/currencies.md) ----------------------------------------------
+
+# Where `manage.py update_rates` fetches the ECB reference rates (CSV, or a zip of one).
+FX_RATES_URL = env.str(
+    "FX_RATES_URL", default="https://www.ecb.europa.eu/stats/eurofxref/eurofxref-hist.zip"
+)
+FX_RATES_TIMEOUT = env.float("FX_RATES_TIMEOUT", default=30.0)
+# A rate older than this many days (weekends, holidays) is not used: the purchase is refused.
+FX_MAX_AGE_DAYS = env.int("FX_MAX_AGE_DAYS", default=4)
 
 # --- Operations: metrics, the worker's heartbeat (docs/operations.md) ---------------------
 

@@ -27,7 +27,15 @@ from audit.admin import AuditedModelAdmin, HistoryRow, object_history
 from gateway import display
 from gateway.money import format_money
 from merchants.forms import ApiKeyIssueForm, ApiKeyRevokeForm, LedgerEntryForm, MerchantAdminForm
-from merchants.models import MANUAL_KINDS, ApiKey, Balance, EntryKind, LedgerEntry, Merchant
+from merchants.models import (
+    MANUAL_KINDS,
+    STANDARD_SECRET_REGEX,
+    ApiKey,
+    Balance,
+    EntryKind,
+    LedgerEntry,
+    Merchant,
+)
 
 # The window over which a merchant's spending rate is measured for the runway flag.
 RATE_WINDOW = timedelta(days=7)
@@ -58,6 +66,24 @@ def daily_rates(merchant_ids: list[int], now: Any = None) -> dict[int, dict[str,
             # Rounded up: never report a longer runway than the merchant has.
             rates.setdefault(row["merchant_id"], {})[row["currency"]] = -(-spent // 7)
     return rates
+
+
+class WebhookSecretFilter(admin.SimpleListFilter):
+    """Who still signs with a secret from before Standard Webhooks (and should rotate)."""
+
+    title = "webhook secret"
+    parameter_name = "webhook_secret"
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
+        return [("legacy", "old form: not rotated"), ("standard", "whsec_ (rotated)")]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[Merchant]) -> QuerySet[Merchant]:
+        standard = Q(webhook_secret__regex=STANDARD_SECRET_REGEX)
+        if self.value() == "legacy":
+            return queryset.exclude(webhook_secret="").exclude(standard)
+        if self.value() == "standard":
+            return queryset.filter(standard)
+        return queryset
 
 
 class MerchantChangeList(ChangeList):
@@ -158,9 +184,10 @@ class MerchantAdmin(AuditedModelAdmin):
         "deposit_policy",
         "balances",
         "runway",
+        "webhook_secret_state",
     ]
     search_fields = ["name", "public_id"]
-    list_filter = ["is_active", "deposit_policy"]
+    list_filter = ["is_active", "deposit_policy", "settlement_currency", WebhookSecretFilter]
     readonly_fields = ["webhook_secret_state", "balances", "created_at", "updated_at"]
     fieldsets = [
         (
@@ -169,7 +196,15 @@ class MerchantAdmin(AuditedModelAdmin):
         ),
         (
             "Partner cashback",
-            {"fields": ["default_percentage", "max_percentage", "deposit_policy", "balances"]},
+            {
+                "fields": [
+                    "default_percentage",
+                    "max_percentage",
+                    "deposit_policy",
+                    "settlement_currency",
+                    "balances",
+                ]
+            },
         ),
         ("Webhooks", {"fields": ["webhook_url", "webhook_secret_state"]}),
         (None, {"fields": ["created_at", "updated_at"]}),
@@ -240,7 +275,11 @@ class MerchantAdmin(AuditedModelAdmin):
     @admin.display(description="webhook secret")
     def webhook_secret_state(self, obj: Merchant) -> str:
         # Never the secret itself: it is shown once, when it is made.
-        return "set" if obj.webhook_secret else "not set"
+        if not obj.webhook_secret:
+            return "not set"
+        if obj.has_legacy_webhook_secret:
+            return "old form: rotate (still sends X-Cashback-Signature)"
+        return "set (Standard Webhooks)"
 
     def save_model(self, request: HttpRequest, obj: Merchant, form: Any, change: bool) -> None:
         new_secret = None

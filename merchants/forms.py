@@ -29,6 +29,7 @@ class MerchantAdminForm(forms.ModelForm):
             "default_percentage",
             "max_percentage",
             "deposit_policy",
+            "settlement_currency",
             "webhook_url",
         ]
         # The model's help text is written for developers (with `code`); this is for people.

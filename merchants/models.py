@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
 import functools
 import hashlib
 import hmac
 import operator
+import re
 import secrets
 from dataclasses import dataclass
 from decimal import Decimal
@@ -51,6 +54,12 @@ class Merchant(models.Model):
         default=DepositPolicy.DOWNGRADE,
         help_text="What to do when the deposit does not cover the partner percentage.",
     )
+    settlement_currency = models.CharField(
+        max_length=3,
+        choices=[(Currency.EUR, "Euro"), (Currency.USD, "US dollar")],
+        default=Currency.EUR,
+        help_text="Purchases in a currency upstream does not take are converted into this one.",
+    )
     webhook_url = models.URLField(blank=True, max_length=500)
     webhook_secret = models.CharField(max_length=80, blank=True, editable=False)
     created_at = models.DateTimeField(auto_now_add=True)
@@ -71,9 +80,29 @@ class Merchant(models.Model):
         return f"{self.name} ({self.public_id})"
 
     def rotate_webhook_secret(self) -> str:
-        """Set a new webhook signing secret and return it (shown once)."""
-        self.webhook_secret = "whsec_" + secrets.token_urlsafe(32)
+        """Set a new Standard Webhooks secret (`whsec_` + base64 of 32 bytes); return it once."""
+        self.webhook_secret = "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode()
         return self.webhook_secret
+
+    @property
+    def has_legacy_webhook_secret(self) -> bool:
+        """Return whether the secret predates Standard Webhooks (and needs rotating)."""
+        return bool(self.webhook_secret) and not is_standard_webhook_secret(self.webhook_secret)
+
+
+# A Standard Webhooks secret as the gateway issues it: `whsec_` and the base64 of 32 bytes.
+# Secrets issued before (`whsec_` + 43 URL-safe characters, no padding) never match.
+STANDARD_SECRET_REGEX = r"^whsec_[A-Za-z0-9+/]{43}=$"
+
+
+def is_standard_webhook_secret(secret: str) -> bool:
+    """Return whether `secret` is in the `whsec_` base64 form of Standard Webhooks."""
+    if not re.fullmatch(STANDARD_SECRET_REGEX, secret):
+        return False
+    try:
+        return len(base64.b64decode(secret[6:], validate=True)) == 32
+    except binascii.Error:
+        return False
 
 
 def hash_api_key(raw: str) -> str:
@@ -153,6 +182,8 @@ class Balance(models.Model):
     currency = models.CharField(max_length=5, choices=Currency.choices)
     available_minor = models.BigIntegerField(default=0)
     reserved_minor = models.BigIntegerField(default=0)
+    # Set when `balance.low` was sent, cleared when the runway is long again: once per crossing.
+    runway_low = models.BooleanField(default=False)
     updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:

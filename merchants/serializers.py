@@ -35,6 +35,13 @@ class MerchantSerializer(serializers.ModelSerializer):
         help_text="Shown only in the answer that created or rotated it; null otherwise."
     )
 
+    webhook_secret_legacy = serializers.BooleanField(
+        source="has_legacy_webhook_secret",
+        read_only=True,
+        help_text="true: the secret predates Standard Webhooks; rotate it to get a `whsec_` "
+        "secret (deliveries then stop carrying X-Cashback-Signature).",
+    )
+
     class Meta:
         model = Merchant
         fields = [
@@ -43,11 +50,13 @@ class MerchantSerializer(serializers.ModelSerializer):
             "default_partner_cashback_percentage",
             "max_partner_cashback_percentage",
             "deposit_policy",
+            "settlement_currency",
             "webhook_url",
             "webhook_secret",
+            "webhook_secret_legacy",
             "rotate_webhook_secret",
         ]
-        read_only_fields = ["name", "deposit_policy"]
+        read_only_fields = ["name", "deposit_policy", "settlement_currency"]
 
     def get_webhook_secret(self, obj: Merchant) -> str | None:
         return self.context.get("new_webhook_secret")

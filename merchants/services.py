@@ -10,12 +10,15 @@ from __future__ import annotations
 
 import logging
 import secrets
+from datetime import datetime, timedelta
 from decimal import Decimal
+from fractions import Fraction
 from typing import Any, cast
 
+from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
 from django.db import connection, transaction
-from django.db.models import F
+from django.db.models import F, Sum
 from django.utils import timezone
 from django.utils.text import slugify
 
@@ -151,6 +154,12 @@ def record_entry(
             raise InsufficientDeposit(
                 f"Available balance is {balance.available} {currency}; it cannot go below zero."
             )
+        flagged = Balance.objects.filter(
+            merchant=merchant, currency=currency, runway_low=True
+        ).first()
+        if flagged is not None and not runway_is_low(flagged, timezone.now())[0]:
+            # Money came in: the next drop under the threshold is a new crossing.
+            Balance.objects.filter(pk=flagged.pk).update(runway_low=False)
     logger.info(
         "ledger entry recorded",
         extra={
@@ -200,6 +209,40 @@ def _settle(
 ) -> None:
     if _move(merchant_id, currency, kind, amount, purchase_id=purchase_id, user=user) is None:
         raise DomainError(f"The purchase holds a reservation its {currency} balance does not show.")
+
+
+# The window over which a merchant's daily partner-funded spending is averaged.
+RUNWAY_WINDOW_DAYS = 7
+
+
+def daily_spending_minor(balance: Balance, now: datetime) -> Fraction:
+    """Return the average partner-funded reservations per day over the last 7 days.
+
+    Reservations net of releases (a rejected purchase gave its reservation back), as the
+    merchant admin's runway column counts them. In minor units, exactly.
+    """
+    total = LedgerEntry.objects.filter(
+        merchant_id=balance.merchant_id,
+        currency=balance.currency,
+        kind__in=[EntryKind.RESERVATION, EntryKind.RELEASE],
+        created_at__gte=now - timedelta(days=RUNWAY_WINDOW_DAYS),
+    ).aggregate(total=Sum("amount_minor"))["total"]
+    return Fraction(max(-(total or 0), 0), RUNWAY_WINDOW_DAYS)
+
+
+def runway_days(balance: Balance, now: datetime) -> Fraction | None:
+    """Return how many days `available` lasts at the recent daily spending (None: no spending)."""
+    per_day = daily_spending_minor(balance, now)
+    if not per_day:
+        return None
+    return balance.available_minor / per_day
+
+
+def runway_is_low(balance: Balance, now: datetime) -> tuple[bool, Fraction | None]:
+    """Return whether the balance's runway is under WEBHOOK_BALANCE_LOW_DAYS, and the runway."""
+    days = runway_days(balance, now)
+    threshold = Fraction(str(settings.WEBHOOK_BALANCE_LOW_DAYS))
+    return (days is not None and days < threshold), days
 
 
 def balances_of(merchant: Merchant) -> list[dict[str, object]]:

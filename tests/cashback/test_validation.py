@@ -32,7 +32,14 @@ BAD_INPUTS = [
     ({"address": "wr5fpye6lhbq57zcfutjxddnhwk5355s"}, "address", "Obyte addresses are upper case."),
     ({"address": "WR5FPYE6LHBQ57ZCFUTJXDDNHWK5355"}, "address", None),  # 31 chars
     ({"address": "someone@"}, "address", "Enter a valid Obyte address or email address."),
-    ({"currency": "XYZ"}, "currency", '"XYZ" is not a valid choice.'),
+    (
+        {"currency": "XYZ"},
+        "currency",
+        "'XYZ' is not a currency the gateway takes: USD, EUR, RUR, GBYTE, BTC, or an ISO 4217 "
+        "currency with an ECB reference rate (upper case, e.g. GBP).",
+    ),
+    ({"currency": "gbp"}, "currency", None),
+    ({"currency": "JPY", "currency_amount": "100.5"}, "currency_amount", None),
     ({"currency": None}, "currency", "This field is required."),
     ({"currency_amount": "0"}, "currency_amount", "must be greater than 0"),
     ({"currency_amount": "-1"}, "currency_amount", "must be greater than 0"),

@@ -320,7 +320,11 @@ def test_a_disabled_merchant_is_an_error(funded: MerchantWithKey, upstream: Any)
         ({"currency_amount": "1E+100000000"}, "currency_amount: is out of range"),
         ({"currency_amount": "1E-100000000"}, "currency_amount: is out of range"),
         ({"currency_amount": None}, "currency_amount: This field is required."),
-        ({"currency": "DOGE"}, 'currency: "DOGE" is not a valid choice.'),
+        (
+            {"currency": "DOGE"},
+            "currency: 'DOGE' is not a currency the gateway takes: USD, EUR, RUR, GBYTE, BTC, or an "
+            "ISO 4217 currency with an ECB reference rate (upper case, e.g. GBP).",
+        ),
         ({"customer": None}, "customer: This field is required."),
         ({"customer": ""}, "customer: This field may not be blank."),
         ({"order_id": "A\n1"}, "order_id: Must not contain control characters."),

@@ -1,0 +1,82 @@
+"""The rates admin: see the rates conversions use, record an override with a reason."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.test import Client
+from django.utils import timezone
+
+from audit.models import AuditEvent
+from cashback.models import Rate
+
+
+def test_an_admin_records_an_override_with_a_reason_and_it_is_audited(
+    admin_client: Client, superuser: Any
+) -> None:
+    today = timezone.now().date()
+    response = admin_client.post(
+        "/admin/cashback/rate/add/",
+        {"currency": "GBP", "date": today.isoformat(), "rate": "0.8500", "reason": "feed late"},
+    )
+
+    assert response.status_code == 302, response.content
+    row = Rate.objects.get(source="override")
+    assert (row.currency, row.date, row.rate, row.reason, row.created_by) == (
+        "GBP",
+        today,
+        "0.8500",
+        "feed late",
+        superuser,
+    )
+    event = AuditEvent.objects.get(action="rate_override")
+    assert (event.actor, event.object_type, event.object_id) == (
+        superuser,
+        "cashback.rate",
+        str(row.pk),
+    )
+    assert event.changes == {
+        "currency": [None, "GBP"],
+        "date": [None, today.isoformat()],
+        "rate": [None, "0.8500"],
+        "reason": [None, "feed late"],
+    }
+    listing = admin_client.get("/admin/cashback/rate/?source=override")
+    assert listing.status_code == 200
+    assert "0.8500" in listing.content.decode()
+
+
+def test_an_override_without_a_reason_or_with_a_bad_rate_is_refused(admin_client: Client) -> None:
+    today = timezone.now().date().isoformat()
+    before = Rate.objects.count()
+    for data, field, message in [
+        ({"currency": "GBP", "date": today, "rate": "0.85", "reason": " "}, "reason", None),
+        ({"currency": "GBP", "date": today, "rate": "-1", "reason": "x"}, "rate", "positive"),
+        ({"currency": "GBP", "date": today, "rate": "1e", "reason": "x"}, "rate", "decimal"),
+        ({"currency": "XYZ", "date": today, "rate": "1", "reason": "x"}, "currency", "converts"),
+    ]:
+        response = admin_client.post("/admin/cashback/rate/add/", data)
+        assert response.status_code == 200, data
+        errors = response.context["adminform"].form.errors
+        assert field in errors, (data, errors)
+        if message:
+            assert message in errors[field][0]
+    assert Rate.objects.count() == before
+    assert not AuditEvent.objects.filter(action="rate_override").exists()
+
+
+def test_rates_are_never_edited_or_deleted(admin_client: Client) -> None:
+    rate = Rate.objects.create(currency="GBP", date=timezone.now().date(), rate="0.8338")
+
+    page = admin_client.get(f"/admin/cashback/rate/{rate.pk}/change/")
+    assert page.status_code == 200
+    assert 'name="rate"' not in page.content.decode()
+    assert (
+        admin_client.post(f"/admin/cashback/rate/{rate.pk}/delete/", {"post": "yes"}).status_code
+        == 403
+    )
+    assert Rate.objects.filter(pk=rate.pk, rate="0.8338").exists()
+
+
+def test_accountants_cannot_override_rates(accountant_client: Client) -> None:
+    assert accountant_client.get("/admin/cashback/rate/add/").status_code == 403
