@@ -31,7 +31,8 @@ _STANDARD = set(logging.makeLogRecord({}).__dict__) | {"message", "asctime", "re
 
 # Our API keys and webhook secrets have a recognisable shape (see merchants.models). No
 # leading word boundary: in a URL-encoded line a key follows "%20" or "%3A" directly.
-SECRET_PATTERN = re.compile(r"(cbk|whsec)_[A-Za-z0-9_-]{8,}")
+# Webhook secrets: old ones are URL-safe base64, Standard Webhooks ones plain base64 (+ / =).
+SECRET_PATTERN = re.compile(r"cbk_[A-Za-z0-9_-]{8,}|whsec_[A-Za-z0-9_+/-]{8,}=*")
 REDACTED = "[redacted]"
 
 
