@@ -427,3 +427,19 @@ def test_the_bundled_history_is_parsed_as_published_text(db: None) -> None:
     assert "CYP" not in by_currency  # withdrawn currencies are not loaded
     # The migration loaded the last year of it.
     assert Rate.objects.filter(currency="GBP", date=date(2026, 10, 30), rate="0.8338").exists()
+
+
+def test_a_replay_once_the_rate_is_stale_still_returns_the_stored_purchase(
+    shop: Any, upstream: Any, settings: Any
+) -> None:
+    Rate.objects.create(currency="GBP", date=today(), rate="0.8338")
+    assert shop.post_purchase(currency="GBP", currency_amount="12.50").status_code == 201
+    Rate.objects.all().delete()  # as if days passed without a published rate
+
+    again = shop.post_purchase(currency="GBP", currency_amount="12.50")
+
+    assert again.status_code == 200
+    assert again.json()["settlement_amount"] == "14.99"
+    other = shop.post_purchase(order_id="A-2", currency="GBP", currency_amount="12.50")
+    assert other.status_code == 400
+    assert upstream.state.requests == 1
