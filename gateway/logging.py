@@ -7,6 +7,7 @@ for gunicorn's error and access logs; redaction applies to every field of every 
 from __future__ import annotations
 
 import contextvars
+import functools
 import json
 import logging
 import os
@@ -41,10 +42,20 @@ def redact(text: str) -> str:
     # Gunicorn's master logs before (or without) Django settings; only the pattern applies.
     partner_key = settings.CASHBACK_PARTNER_KEY if settings.configured else ""
     if partner_key:
-        # As written, and as it would appear in a URL or a form body.
-        for form in {partner_key, quote(partner_key, safe=""), quote_plus(partner_key)}:
+        for form in _written_forms(partner_key):
             text = text.replace(form, REDACTED)
     return SECRET_PATTERN.sub(REDACTED, text)
+
+
+@functools.cache
+def _written_forms(secret: str) -> tuple[str, ...]:
+    """Return `secret` as written, and as a URL, a form body or a JSON string would hold it."""
+    forms = {secret, quote(secret, safe=""), quote_plus(secret)}
+    for ascii_only in (True, False):
+        in_json = json.dumps(secret, ensure_ascii=ascii_only)[1:-1]
+        forms |= {in_json, in_json.replace("/", "\\/")}
+    # Longest first, so a form that contains another is replaced whole.
+    return tuple(sorted(forms, key=len, reverse=True))
 
 
 class RequestIdFilter(logging.Filter):

@@ -17,6 +17,7 @@ import zlib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qsl, quote_plus
 
 import pytest
 
@@ -446,30 +447,39 @@ def test_an_answer_in_a_coding_we_cannot_read_is_unknown(
 # -- the partner key stays with the configured URL ----------------------------------------------
 
 
-@pytest.mark.parametrize("shape", ["json-error", "raw", "huge"])
+@pytest.mark.parametrize("key", ["sandbox-partner-key", 'k/"\\é+ &=secret-1'])
+@pytest.mark.parametrize("shape", ["json-error", "raw", "huge", "decoded", "decoded-slashes"])
 def test_an_answer_echoing_the_request_never_shows_the_partner_key(
-    settings: Any, servers: list[ScriptedServer], shape: str
+    settings: Any, servers: list[ScriptedServer], shape: str, key: str
 ) -> None:
-    key = settings.CASHBACK_PARTNER_KEY
+    settings.CASHBACK_PARTNER_KEY = key
 
     def echo(conn: Any, server: ScriptedServer) -> None:
         request = read_request(conn)
         server.requests.append(request)
         text = request.decode()
+        said = dict(parse_qsl(request_body(request).decode()))["partner_key"]
         if shape == "json-error":
             conn.sendall(answer(200, json.dumps({"result": "error", "error": text}).encode()))
         elif shape == "raw":
             conn.sendall(answer(500, request))
-        else:
+        elif shape == "huge":
             conn.sendall(answer(200, json.dumps({"result": "ok", "echo": [text] * 100}).encode()))
+        else:
+            echoed = json.dumps({"result": "error", "error": f"bad key {said}"})
+            if shape == "decoded-slashes":
+                echoed = echoed.replace("/", "\\/")
+            conn.sendall(answer(200, echoed.encode()))
 
     server = serve(servers, echo)
 
     result, _ = call(server.url(), settings)
 
-    assert key.encode() in request_body(server.requests[0]) or b"partner_key=" in server.requests[0]
+    assert f"partner_key={quote_plus(key)}".encode() in request_body(server.requests[0])
     for text in (result.error, result.response_excerpt):
         assert key not in text
+        assert quote_plus(key) not in text
+        assert json.dumps(key)[1:-1] not in text
     assert "[redacted]" in result.response_excerpt
 
 
