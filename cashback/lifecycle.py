@@ -21,6 +21,7 @@ import random
 import socket
 from collections.abc import Iterable
 from datetime import datetime, timedelta
+from decimal import Decimal
 from typing import Any, cast
 
 from django.conf import settings
@@ -195,6 +196,7 @@ def store(purchase: Purchase, *, refused: str) -> bool:
     transaction; a deposit that does not cover it downgrades to 0 % or, under the reject
     policy, raises InsufficientDeposit (`refused`) and stores nothing.
     """
+    purchase.status, purchase.attempts = Q_, 0
     if not purchase.reserved_minor:
         purchase.hold = Hold.NONE
         return _insert(purchase)
@@ -215,7 +217,7 @@ def store(purchase: Purchase, *, refused: str) -> bool:
 
 def _downgrade(purchase: Purchase) -> None:
     """Send at 0 % partner cashback: the deposit does not cover it."""
-    purchase.percentage, purchase.reserved_minor, purchase.hold = 0, 0, Hold.NONE  # type: ignore[assignment]
+    purchase.percentage, purchase.reserved_minor, purchase.hold = Decimal(0), 0, Hold.NONE
     Purchase.objects.filter(pk=purchase.pk).update(
         percentage=purchase.percentage, reserved_minor=0, hold=Hold.NONE
     )
@@ -228,14 +230,12 @@ def claim(purchase: Purchase, actor: str, now: datetime | None = None) -> bool:
     """Move the purchase to `sending` for `actor` if it is still claimable; return if it did."""
     now = now or timezone.now()
     froms = sources(SE, actor)
+    lease_until = now + timedelta(seconds=lease_seconds())
     claimed = Purchase.objects.filter(pk=purchase.pk, status__in=froms).update(
-        status=SE,
-        lease_until=now + timedelta(seconds=lease_seconds()),
-        attempts=F("attempts") + 1,
-        updated_at=now,
+        status=SE, lease_until=lease_until, attempts=F("attempts") + 1, updated_at=now
     )
     if claimed:
-        purchase.status = SE
+        purchase.status, purchase.lease_until, purchase.updated_at = SE, lease_until, now
         purchase.attempts += 1
     return bool(claimed)
 
@@ -738,7 +738,11 @@ def retry(purchase_id: Any, user: Any) -> Purchase:
             ):
                 purchase.hold = Hold.HELD
             else:
-                purchase.percentage, purchase.reserved_minor, purchase.hold = 0, 0, Hold.NONE  # type: ignore[assignment]
+                purchase.percentage, purchase.reserved_minor, purchase.hold = (
+                    Decimal(0),
+                    0,
+                    Hold.NONE,
+                )
         moved = Purchase.objects.filter(pk=purchase.pk, status=before).update(
             status=PE,
             next_attempt_at=now,

@@ -20,7 +20,7 @@ from django.utils import timezone
 
 from cashback import fx, lifecycle, wakeup
 from cashback.client import get_client
-from cashback.models import Hold, Purchase, Status, WebhookDelivery
+from cashback.models import Hold, Purchase, WebhookDelivery
 from gateway import metrics
 from gateway.exceptions import Conflict, InvalidInput
 from gateway.money import format_minor, format_plain, partner_cost_minor, round_minor_up
@@ -162,7 +162,6 @@ def _store(
         percentage=requested,
         purchase_unit=data.purchase_unit,
         reserved_minor=partner_cost_minor(amount_minor, requested),
-        status=Status.QUEUED,
         next_attempt_at=now + timedelta(seconds=grace),
         retry_deadline=now + timedelta(seconds=settings.CASHBACK_RETRY_WINDOW),
         created_at=now,
