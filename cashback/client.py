@@ -203,7 +203,7 @@ def classify_response(
             return result(Outcome.AMBIGUOUS, f"{unexpected[:-1]}: error holds control characters)")
         if is_auth_failed(message):
             return result(Outcome.AUTH_FAILED, AUTH_FAILED_MESSAGE)
-        message = redact(" ".join(message.split()))[:1000] or "unspecified error"
+        message = storable(redact(" ".join(message.split())))[:1000] or "unspecified error"
         return result(Outcome.REJECTED, message)
     return result(Outcome.AMBIGUOUS, unexpected)
 
@@ -221,6 +221,11 @@ def _is_control(char: str) -> bool:
     return unicodedata.category(char) in ("Cc", "Cs")
 
 
+# Escaped in evidence: control characters, lone surrogates, and the invisible ones that
+# could make an admin misread it (bidi overrides, zero-width, line separators).
+_ESCAPED_CATEGORIES = frozenset({"Cc", "Cs", "Cf", "Zl", "Zp"})
+
+
 def storable(text: str) -> str:
     """Return `text` with NUL, lone surrogates and other control characters escaped.
 
@@ -231,7 +236,7 @@ def storable(text: str) -> str:
         return text
     out = []
     for char in text:
-        if char in "\n\t" or not _is_control(char):
+        if char in "\n\t" or unicodedata.category(char) not in _ESCAPED_CATEGORIES:
             out.append(char)
         elif ord(char) < 0x100:
             out.append(f"\\x{ord(char):02x}")

@@ -553,6 +553,17 @@ def test_the_excerpt_escapes_what_a_text_column_cannot_hold() -> None:
     )
 
 
+def test_the_excerpt_shows_invisible_characters_and_json_surrogates() -> None:
+    body = '{"result": "error", "error": "a\u202eb\u200bc\u2028d", "x": "\\ud800"}'
+
+    result = classify_response(200, body.encode())
+
+    assert result.response_excerpt == (
+        '{"result": "error", "error": "a\\u202eb\\u200bc\\u2028d", "x": "\\ud800"}'
+    )
+    assert (result.outcome, result.error) == (Outcome.REJECTED, "a\\u202eb\\u200bc d")
+
+
 def test_a_long_answer_is_cut_but_keeps_the_exact_amount_and_unit() -> None:
     body = json.dumps({"pad": "p" * 5000, "result": "ok", "cashback_amount": 2**64, "unit": UNIT})
 
