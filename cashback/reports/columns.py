@@ -31,7 +31,7 @@ from django.db.models import (
     Value,
     When,
 )
-from django.db.models.functions import Cast
+from django.db.models.functions import Cast, Coalesce
 
 from cashback.models import Purchase, Status
 from cashback.reports.cells import FORMULA_START, Cell
@@ -199,6 +199,13 @@ DETAIL = Table(
         "cashback_amount": None,
         "unit": None,
         "error": None,
+        # What the merchant sent; the same as currency/amount unless it was converted.
+        "orig_currency": Coalesce("original_currency", "currency"),
+        "orig_minor": Coalesce("original_amount_minor", "amount_minor"),
+        "fx_rate": None,
+        "fx_settlement_rate": None,
+        "fx_date_text": Cast("fx_rate_date", _text),
+        "fx_rate_source": None,
     },
     columns=(
         Column("created_at", "time", "created_text"),
@@ -217,6 +224,14 @@ DETAIL = Table(
         Column("cashback_gbyte", "gbyte", "cashback_amount", null="empty", total=True),
         Column("unit", "text", "unit", null="empty"),
         Column("error", "text", "error", null="empty"),
+        # Converted purchases (docs/currencies.md): `currency`/`amount` above are what was
+        # sent upstream, in the settlement currency; these say what the merchant sent.
+        Column("original_currency", "code", "orig_currency"),
+        Column("original_amount", "amount", "orig_minor", currency="orig_currency", total=True),
+        Column("fx_rate", "code", "fx_rate", null="empty"),
+        Column("fx_settlement_rate", "code", "fx_settlement_rate", null="empty"),
+        Column("fx_rate_date", "code", "fx_date_text", null="empty"),
+        Column("fx_rate_source", "code", "fx_rate_source", null="empty"),
     ),
     query=_detail_query,
 )
@@ -246,12 +261,15 @@ def status_counts() -> dict[str, Any]:
 def _summary_query(
     purchases: QuerySet[Purchase], sources: dict[str, Any]
 ) -> Iterable[tuple[Any, ...]]:
-    groups = ["merchant__public_id", "merchant__name", "currency"]
-    measures = {name: expr for name, expr in sources.items() if expr is not None}
+    groups = ["merchant__public_id", "merchant__name", "currency", "orig_currency"]
+    measures = {
+        name: expr for name, expr in sources.items() if expr is not None and name not in groups
+    }
     return (
-        purchases.values(*groups)
+        purchases.annotate(orig_currency=sources["orig_currency"])
+        .values(*groups)
         .annotate(**measures)
-        .order_by("merchant__public_id", "currency")
+        .order_by("merchant__public_id", "currency", "orig_currency")
         .values_list(*sources)
     )
 
@@ -263,6 +281,13 @@ SUMMARY = Table(
         "merchant__name": None,
         "currency": None,
         **status_counts(),
+        # One row per settlement currency and currency the merchant sent: the amounts above
+        # add up in the settlement currency, these in the currency sent.
+        "orig_currency": Coalesce("original_currency", "currency"),
+        "original_volume": Sum(Coalesce("original_amount_minor", "amount_minor")),
+        "original_sent_volume": Sum(
+            Coalesce("original_amount_minor", "amount_minor"), filter=Q(status=Status.SENT)
+        ),
     },
     columns=(
         Column("merchant_id", "text", "merchant__public_id"),
@@ -286,6 +311,23 @@ SUMMARY = Table(
         Column("partner_funded", "amount", "funded", currency="currency", null="zero", total=True),
         Column("cashback_bytes", "count", "cashback", null="zero", total=True),
         Column("cashback_gbyte", "gbyte", "cashback", null="zero", total=True),
+        Column("original_currency", "code", "orig_currency"),
+        Column(
+            "original_volume",
+            "amount",
+            "original_volume",
+            currency="orig_currency",
+            null="zero",
+            total=True,
+        ),
+        Column(
+            "original_sent_volume",
+            "amount",
+            "original_sent_volume",
+            currency="orig_currency",
+            null="zero",
+            total=True,
+        ),
     ),
     query=_summary_query,
 )

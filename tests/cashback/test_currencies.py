@@ -7,6 +7,7 @@ from the local sandbox.
 
 from __future__ import annotations
 
+import csv
 import io
 import threading
 import zipfile
@@ -16,14 +17,16 @@ from decimal import Decimal
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import pytest
 from django.core.management import CommandError, call_command
 from django.test import Client
 from django.utils import timezone
 
-from cashback import fx
+from cashback import fx, reports
 from cashback.models import Purchase, Rate
+from cashback.reports import Period, ReportFilter
 from merchants.models import Balance, EntryKind, Merchant
 from merchants.services import record_entry
 from tests.conftest import ADDRESS
@@ -443,3 +446,58 @@ def test_a_replay_once_the_rate_is_stale_still_returns_the_stored_purchase(
     other = shop.post_purchase(order_id="A-2", currency="GBP", currency_amount="12.50")
     assert other.status_code == 400
     assert upstream.state.requests == 1
+
+
+# --- Reports -------------------------------------------------------------------------------
+
+
+def report_rows(report: str) -> list[list[str]]:
+    period = Period(today(), today(), ZoneInfo("UTC"))
+    text = "".join(reports.csv_chunks(report, ReportFilter(period)))
+    return list(csv.reader(io.StringIO(text)))[1:]
+
+
+def test_reports_show_both_amounts_and_add_up_per_settlement_and_original_currency(
+    shop: Any, upstream: Any, rates: Any
+) -> None:
+    shop.post_purchase(order_id="G-1", currency="GBP", currency_amount="12.50")
+    shop.post_purchase(order_id="G-2", currency="GBP", currency_amount="1.00")  # 1.1993… → 1.20
+    shop.post_purchase(order_id="E-1", currency="EUR", currency_amount="2.00")
+
+    header, *rows = report_rows("detail")
+    picked = [
+        {name: row[header.index(name)] for name in DETAIL_FX}
+        for row in sorted(rows, key=lambda r: r[header.index("order_id")])
+    ]
+    assert picked == [
+        {"order_id": "E-1", "currency": "EUR", "amount": "2.00", "original_currency": "EUR",
+         "original_amount": "2.00", "fx_rate": "", "fx_rate_date": "", "fx_rate_source": ""},
+        {"order_id": "G-1", "currency": "EUR", "amount": "14.99", "original_currency": "GBP",
+         "original_amount": "12.50", "fx_rate": "0.8338", "fx_rate_date": today().isoformat(),
+         "fx_rate_source": "ECB"},
+        {"order_id": "G-2", "currency": "EUR", "amount": "1.20", "original_currency": "GBP",
+         "original_amount": "1.00", "fx_rate": "0.8338", "fx_rate_date": today().isoformat(),
+         "fx_rate_source": "ECB"},
+    ]  # fmt: skip
+
+    header, *rows = report_rows("summary")
+    picked = [{name: row[header.index(name)] for name in SUMMARY_FX} for row in rows]
+    assert picked == [
+        {"currency": "EUR", "original_currency": "EUR", "purchases": "1", "volume": "2.00",
+         "original_volume": "2.00"},
+        {"currency": "EUR", "original_currency": "GBP", "purchases": "2", "volume": "16.19",
+         "original_volume": "13.50"},
+    ]  # fmt: skip
+
+
+DETAIL_FX = [
+    "order_id",
+    "currency",
+    "amount",
+    "original_currency",
+    "original_amount",
+    "fx_rate",
+    "fx_rate_date",
+    "fx_rate_source",
+]
+SUMMARY_FX = ["currency", "original_currency", "purchases", "volume", "original_volume"]

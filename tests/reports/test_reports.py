@@ -40,11 +40,17 @@ DETAIL_HEADER = [
     "cashback_gbyte",
     "unit",
     "error",
+    "original_currency",
+    "original_amount",
+    "fx_rate",
+    "fx_settlement_rate",
+    "fx_rate_date",
+    "fx_rate_source",
 ]
 
 # The CSV rows of October in Berlin, oldest first; text cells that a spreadsheet would run as
 # a formula carry a leading quote.
-DETAIL_CSV = [
+_DETAIL_CSV = [
     ["2026-10-01T00:00:00+02:00", "2026-10-01T00:00:01+02:00", "alpha", "Alpha Shop", "a-1", "c-1", "sent", "EUR", "12.50", "5.00", "5.00", "0.63", "101318", "0.000101318", UNIT_1, ""],
     ["2026-10-02T10:00:00+02:00", "2026-10-02T10:00:02+02:00", "beta", "Beta Store", "b-5", "c-5", "sent", "EUR", "10.00", "5.00", "0.00", "0.00", "300", "0.000000300", "'+" + "A" * 42 + "=", ""],
     ["2026-10-05T12:00:00+02:00", "", "beta", "Beta Store", "b-3", "c-3", "failed", "BTC", "0.00010000", "0.00", "0.00", "0.00000000", "", "", "", "retries ran out"],
@@ -55,6 +61,9 @@ DETAIL_CSV = [
     ["2026-10-31T23:59:59+01:00", "", "alpha", "Alpha Shop", "a-4", "'+4412345", "pending", "GBYTE", "1.500000000", "0.00", "0.00", "0.000000000", "", "", "", ""],
     ["2026-10-31T23:59:59.999999+01:00", "", "beta", "Beta Store", "b-4", "c-6", "queued", "EUR", "1.00", "0.00", "0.00", "0.00", "", "", "", ""],
 ]  # fmt: skip
+
+# None of them was converted: what the merchant sent is what went upstream.
+DETAIL_CSV = [[*row, row[7], row[8], "", "", "", ""] for row in _DETAIL_CSV]
 
 SUMMARY_HEADER = [
     "merchant_id",
@@ -71,9 +80,12 @@ SUMMARY_HEADER = [
     "partner_funded",
     "cashback_bytes",
     "cashback_gbyte",
+    "original_currency",
+    "original_volume",
+    "original_sent_volume",
 ]
 
-SUMMARY_CSV = [
+_SUMMARY_CSV = [
     ["alpha", "Alpha Shop", "EUR", "2", "1", "1", "0", "0", "0", "19.50", "12.50", "0.63", "101318", "0.000101318"],
     ["alpha", "Alpha Shop", "GBYTE", "1", "0", "0", "1", "0", "0", "1.500000000", "0.000000000", "0.000000000", "0", "0.000000000"],
     ["alpha", "Alpha Shop", "USD", "1", "1", "0", "0", "0", "0", "100.00", "100.00", "10.00", "2000000000", "2.000000000"],
@@ -81,8 +93,10 @@ SUMMARY_CSV = [
     ["beta", "Beta Store", "EUR", "4", "2", "0", "1", "1", "0", "36.00", "30.00", "0.40", "500300", "0.000500300"],
 ]  # fmt: skip
 
-NUMERIC_DETAIL = {"amount", "requested_percentage", "applied_percentage", "partner_funded", "cashback_bytes", "cashback_gbyte"}  # fmt: skip
-TEXT_SUMMARY = {"merchant_id", "merchant_name", "currency"}
+SUMMARY_CSV = [[*row, row[2], row[9], row[10]] for row in _SUMMARY_CSV]
+
+NUMERIC_DETAIL = {"original_amount", "amount", "requested_percentage", "applied_percentage", "partner_funded", "cashback_bytes", "cashback_gbyte"}  # fmt: skip
+TEXT_SUMMARY = {"merchant_id", "merchant_name", "currency", "original_currency"}
 
 
 def csv_text(report: str, flt: ReportFilter) -> str:
@@ -101,7 +115,7 @@ def test_detail_csv_has_a_title_line_the_columns_and_every_purchase_of_the_perio
     )
     assert lines[1] == ",".join(DETAIL_HEADER)
     # The formula in the error column is quoted for CSV and escaped for spreadsheets.
-    assert lines[7].endswith(',"\'=HYPERLINK(""http://x"")"')
+    assert lines[7].endswith(',"\'=HYPERLINK(""http://x"")",EUR,7.00,,,,')
     assert list(csv.reader(io.StringIO(text)))[2:] == DETAIL_CSV
     assert text.endswith("\r\n") and len(lines) == 2 + len(DETAIL_CSV) + 1
 
