@@ -97,6 +97,8 @@ TRANSITIONS: frozenset[tuple[str, str, str]] = frozenset(
     | _rows([PE], [SE], [Actor.WORKER, Actor.ADMIN])
     # The sender records upstream's answer.
     | _rows(RECORDABLE, OUTCOME_TARGETS, Actor.ALL)
+    # An `ok` for the last call of a purchase an admin made `pending` again, not re-sent yet.
+    | _rows([PE], [SN], Actor.ALL)
     # The worker: a lease that ran out is `unknown` (never re-sent); a retry window that
     # ran out is `failed`.
     | _rows([SE], [UN], [Actor.WORKER])
@@ -612,6 +614,22 @@ def _not_applied(purchase_id: Any, attempt: int, result: UpstreamResult, now: da
                 ),
             )
             return purchase
+    if result.outcome == Outcome.OK and purchase.status == PE and purchase.attempts == attempt:
+        # An admin's retry is due but not sent yet, and upstream paid the last call after
+        # all: record the payment, so that nothing sends the order again.
+        _finish(
+            purchase,
+            SN,
+            Actor.WORKER,
+            now,
+            attempts=attempt,
+            cashback_amount=result.cashback_amount,
+            unit=result.unit,
+            error=None,
+            sent_at=now,
+        )
+        Attempt.objects.filter(pk=_last_attempt(purchase.pk, attempt)).update(applied=True)
+        return purchase
     if owned and earlier is not None:
         # Upstream paid an earlier call of this order: this answer ("already registered",
         # a timeout) is about that payment, which the purchase now records.
@@ -639,6 +657,16 @@ def _not_applied(purchase_id: Any, attempt: int, result: UpstreamResult, now: da
     if result.outcome == Outcome.OK and purchase.status != SN:
         _alert_paid_unrecorded(purchase, attempt, result, now)
     return purchase
+
+
+def _last_attempt(purchase_id: Any, number: int) -> Any:
+    """Return the id of the attempt row just written for attempt `number`."""
+    return (
+        Attempt.objects.filter(purchase_id=purchase_id, number=number)
+        .order_by("-pk")
+        .values_list("pk", flat=True)[:1]
+        .get()
+    )
 
 
 def _alert_paid_unrecorded(

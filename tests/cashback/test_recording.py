@@ -15,7 +15,7 @@ from django.core.management import call_command
 from django.db import connection
 from django.utils import timezone
 
-from cashback import lifecycle, services
+from cashback import lifecycle, services, worker
 from cashback.client import UpstreamResult
 from cashback.models import Alert, Attempt, Outcome, Purchase, Status
 from gateway.exceptions import DomainError
@@ -163,6 +163,29 @@ def test_a_late_refusal_after_an_admin_marked_sent_changes_nothing_and_alerts_no
     assert (purchase.status, purchase.cashback_amount) == (Status.SENT, 5)
     assert Attempt.objects.get(purchase=purchase).applied is False
     assert not Alert.objects.exists()
+
+
+def test_a_late_ok_before_an_admin_retry_is_sent_records_it_and_nothing_resends(
+    make_merchant: Any, upstream: Any
+) -> None:
+    shop = funded(make_merchant)
+    purchase = stalled_first_call(shop, upstream)
+    services.retry(purchase.pk, None, send=False)  # `pending`, due now, not claimed yet
+
+    services.record_outcome(purchase.pk, 1, PAID, started_at=timezone.now())
+    worker.run_once(now=timezone.now() + timedelta(seconds=60))
+
+    purchase.refresh_from_db()
+    assert (purchase.status, purchase.cashback_amount, purchase.attempts) == (
+        Status.SENT,
+        68_750_000,
+        1,
+    )
+    assert Attempt.objects.get(purchase=purchase).applied is True
+    assert upstream.state.requests == 1  # the first call only
+    assert kinds(purchase) == ["reservation", "capture"]
+    assert not Alert.objects.exists()
+    check_ledger()
 
 
 def test_a_recorded_ok_forbids_retry_and_mark_rejected_but_allows_mark_sent(
