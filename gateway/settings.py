@@ -325,6 +325,13 @@ CASHBACK_TIMEOUT = env.float("CASHBACK_TIMEOUT", default=10.0)
 CASHBACK_CONNECT_TIMEOUT = env.float("CASHBACK_CONNECT_TIMEOUT", default=3.05)
 # A lease outlives the longest call by this margin before the worker may call it lost.
 CASHBACK_LEASE_MARGIN = env.float("CASHBACK_LEASE_MARGIN", default=20.0)
+# A call returns within CASHBACK_TIMEOUT + 0.25 s (gateway.http.DEADLINE_SLACK); a margin
+# below 1 s could let a lease run out while its call is still unwinding.
+if CASHBACK_TIMEOUT <= 0 or CASHBACK_CONNECT_TIMEOUT <= 0 or CASHBACK_LEASE_MARGIN < 1:
+    raise ImproperlyConfigured(
+        "CASHBACK_TIMEOUT and CASHBACK_CONNECT_TIMEOUT must be positive and "
+        "CASHBACK_LEASE_MARGIN at least 1 second."
+    )
 # Seconds between retries of a pending purchase; the last one repeats. Jitter is added.
 CASHBACK_RETRY_SCHEDULE = [
     int(s)
