@@ -294,7 +294,23 @@ class PurchaseAdmin(ViewOnlyAdmin):
 
     @admin.display(description="amount", ordering="amount_minor")
     def amount(self, obj: Purchase) -> SafeString:
-        return display.amount(obj.amount_minor, obj.currency, minor=True)
+        sent = display.amount(obj.amount_minor, obj.currency, minor=True)
+        if not obj.is_converted:
+            return sent
+        # Converted (docs/currencies.md): what went upstream, and what the merchant sent.
+        rates = (
+            obj.fx_rate
+            if obj.fx_settlement_rate is None
+            else (f"{obj.fx_rate} / {obj.fx_settlement_rate}")
+        )
+        return format_html(
+            "{} <small>from {} at {} per EUR, {} ({})</small>",
+            sent,
+            display.amount(obj.sent_amount_minor, obj.sent_currency, minor=True),
+            rates,
+            obj.fx_rate_date,
+            obj.fx_rate_source,
+        )
 
     @admin.display(description="partner % requested / applied")
     def percentages(self, obj: Purchase) -> str:

@@ -137,7 +137,10 @@ class DropInSerializer(serializers.Serializer):
     address = serializers.CharField(
         help_text="An Obyte address (an `obyte:` or `byteball:` prefix is stripped) or an email."
     )
-    currency = serializers.CharField(help_text="USD, EUR, RUR, GBYTE or BTC.")
+    currency = serializers.CharField(
+        help_text="USD, EUR, RUR, GBYTE or BTC as they are; another ISO 4217 currency with an "
+        "ECB reference rate (GBP, …) is converted into the merchant's settlement currency."
+    )
     currency_amount = NumberOrString(
         help_text='A decimal number, as a string ("12.50") or, in JSON, a number.'
     )

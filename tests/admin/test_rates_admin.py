@@ -8,7 +8,7 @@ from django.test import Client
 from django.utils import timezone
 
 from audit.models import AuditEvent
-from cashback.models import Rate
+from cashback.models import Purchase, Rate
 
 
 def test_an_admin_records_an_override_with_a_reason_and_it_is_audited(
@@ -80,3 +80,16 @@ def test_rates_are_never_edited_or_deleted(admin_client: Client) -> None:
 
 def test_accountants_cannot_override_rates(accountant_client: Client) -> None:
     assert accountant_client.get("/admin/cashback/rate/add/").status_code == 403
+
+
+def test_the_purchase_page_shows_both_amounts_of_a_converted_purchase(
+    admin_client: Client, make_merchant: Any, upstream: Any
+) -> None:
+    Rate.objects.create(currency="GBP", date=timezone.now().date(), rate="0.8338")
+    shop = make_merchant()
+    assert shop.post_purchase(currency="GBP", currency_amount="12.50").status_code == 201
+    purchase = Purchase.objects.get()
+
+    page = admin_client.get(f"/admin/cashback/purchase/{purchase.pk}/change/").content.decode()
+
+    assert "14.99" in page and "12.50" in page and "0.8338 per EUR" in page
