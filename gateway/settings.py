@@ -127,21 +127,39 @@ if _db["ENGINE"] == "django.db.backends.sqlite3":
     # A file, not memory, so tests can share the test database with processes they start.
     _db.setdefault("TEST", {})["NAME"] = str(Path(_db["NAME"]).with_suffix("")) + "-test.sqlite3"
 elif _db["ENGINE"] == "django.db.backends.postgresql":
+    # A stalled database or a row lock held elsewhere fails the statement (a 503 to the
+    # merchant) instead of holding the request: see "Database trouble" in docs/faults.md.
+    # 0 turns one off (behind PgBouncer, which refuses startup options: set them on the role).
+    _timeouts = {
+        "statement_timeout": env.float("DATABASE_STATEMENT_TIMEOUT", default=5.0),
+        "lock_timeout": env.float("DATABASE_LOCK_TIMEOUT", default=2.0),
+    }
+    _pg_options = [_db.setdefault("OPTIONS", {}).get("options", "")]
+    _pg_options += [f"-c {name}={round(s * 1000)}" for name, s in _timeouts.items() if s > 0]
+    if any(_pg_options):
+        _db["OPTIONS"]["options"] = " ".join(o for o in _pg_options if o)
     if env.bool("DATABASE_POOL", default=True):
         # psycopg's pool: connections are shared by the threads of a gunicorn worker and
         # handed back at the end of each request. Django requires CONN_MAX_AGE = 0 with it.
-        _db.setdefault("OPTIONS", {})["pool"] = {
+        _db["OPTIONS"]["pool"] = {
             "min_size": env.int("DATABASE_POOL_MIN", default=2),
             "max_size": env.int("DATABASE_POOL_MAX", default=20),
             "timeout": env.int("DATABASE_POOL_TIMEOUT", default=10),
         }
         _db["CONN_MAX_AGE"] = 0
+        # With a pool, Django passes `check=ConnectionPool.check_connection`: a connection is
+        # tested (one empty round trip) before it is handed out, so connections the database
+        # dropped (a restart, a reset) are replaced instead of answered as 503s.
+        _db["CONN_HEALTH_CHECKS"] = env.bool("CONN_HEALTH_CHECKS", default=True)
     else:
         _db["CONN_MAX_AGE"] = env.int("CONN_MAX_AGE", default=60)
         _db["CONN_HEALTH_CHECKS"] = True
     # Behind PgBouncer in transaction mode a server-side cursor (QuerySet.iterator()) may be
     # read from another server connection than the one that opened it: turn them off there.
     _db["DISABLE_SERVER_SIDE_CURSORS"] = env.bool("DISABLE_SERVER_SIDE_CURSORS", default=False)
+
+# Reports and exports (commands) scan far more rows than a request: their own timeout.
+DATABASE_REPORT_STATEMENT_TIMEOUT = env.float("DATABASE_REPORT_STATEMENT_TIMEOUT", default=300.0)
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 

@@ -9,6 +9,7 @@ from django.core.management.base import BaseCommand, CommandError
 
 from cashback import reports
 from cashback.reports import ReportError, ReportFilter
+from gateway.db import report_timeout
 
 
 class Command(BaseCommand):
@@ -26,6 +27,7 @@ class Command(BaseCommand):
         parser.add_argument("--format", dest="fmt", choices=reports.FORMATS, default="csv")
         parser.add_argument("--output", default="", help="file to write; default stdout")
 
+    @report_timeout()
     def handle(self, *args: Any, **opts: Any) -> None:
         try:
             tz = reports.parse_zone(opts["tz"])
