@@ -147,10 +147,11 @@ elif _db["ENGINE"] == "django.db.backends.postgresql":
             "timeout": env.int("DATABASE_POOL_TIMEOUT", default=10),
         }
         _db["CONN_MAX_AGE"] = 0
-        # With a pool, Django passes `check=ConnectionPool.check_connection`: a connection is
-        # tested (one empty round trip) before it is handed out, so connections the database
-        # dropped (a restart, a reset) are replaced instead of answered as 503s.
+        # Test a connection (one empty round trip) before handing it out, so connections the
+        # database dropped (a restart, a reset) are replaced instead of answered 503; the
+        # backend sweeps the whole pool at the first dead one (gateway/postgresql/base.py).
         _db["CONN_HEALTH_CHECKS"] = env.bool("CONN_HEALTH_CHECKS", default=True)
+        _db["ENGINE"] = "gateway.postgresql"
     else:
         _db["CONN_MAX_AGE"] = env.int("CONN_MAX_AGE", default=60)
         _db["CONN_HEALTH_CHECKS"] = True
