@@ -127,21 +127,20 @@ if _db["ENGINE"] == "django.db.backends.sqlite3":
     # A file, not memory, so tests can share the test database with processes they start.
     _db.setdefault("TEST", {})["NAME"] = str(Path(_db["NAME"]).with_suffix("")) + "-test.sqlite3"
 elif _db["ENGINE"] == "django.db.backends.postgresql":
-    # A stalled database or a row lock held elsewhere fails the statement (a 503 to the
-    # merchant) instead of holding the request: see "Database trouble" in docs/faults.md.
-    # 0 turns one off (behind PgBouncer, which refuses startup options: set them on the role).
-    _timeouts = {
+    # Django's backend with two additions (gateway/postgresql/): every session gets these
+    # timeouts, so a stalled database or a row lock held elsewhere fails the statement (a 503
+    # to the merchant) instead of holding the request (see docs/faults.md); and a dead pooled
+    # connection is replaced before use. 0 turns a timeout off (behind PgBouncer, which
+    # refuses startup options, set them on the role instead: docs/deploy.md).
+    _db["ENGINE"] = "gateway.postgresql"
+    _db["SESSION_TIMEOUTS"] = {
         "statement_timeout": env.float("DATABASE_STATEMENT_TIMEOUT", default=5.0),
         "lock_timeout": env.float("DATABASE_LOCK_TIMEOUT", default=2.0),
     }
-    _pg_options = [_db.setdefault("OPTIONS", {}).get("options", "")]
-    _pg_options += [f"-c {name}={round(s * 1000)}" for name, s in _timeouts.items() if s > 0]
-    if any(_pg_options):
-        _db["OPTIONS"]["options"] = " ".join(o for o in _pg_options if o)
     if env.bool("DATABASE_POOL", default=True):
         # psycopg's pool: connections are shared by the threads of a gunicorn worker and
         # handed back at the end of each request. Django requires CONN_MAX_AGE = 0 with it.
-        _db["OPTIONS"]["pool"] = {
+        _db.setdefault("OPTIONS", {})["pool"] = {
             "min_size": env.int("DATABASE_POOL_MIN", default=2),
             "max_size": env.int("DATABASE_POOL_MAX", default=20),
             "timeout": env.int("DATABASE_POOL_TIMEOUT", default=10),
@@ -151,7 +150,6 @@ elif _db["ENGINE"] == "django.db.backends.postgresql":
         # database dropped (a restart, a reset) are replaced instead of answered 503; the
         # backend sweeps the whole pool at the first dead one (gateway/postgresql/base.py).
         _db["CONN_HEALTH_CHECKS"] = env.bool("CONN_HEALTH_CHECKS", default=True)
-        _db["ENGINE"] = "gateway.postgresql"
     else:
         _db["CONN_MAX_AGE"] = env.int("CONN_MAX_AGE", default=60)
         _db["CONN_HEALTH_CHECKS"] = True

@@ -1,4 +1,10 @@
-"""Django's PostgreSQL backend, with a better check of pooled connections.
+"""Django's PostgreSQL backend, with session timeouts and a better check of pooled connections.
+
+Timeouts: every session starts with the `SESSION_TIMEOUTS` of the database settings
+(statement_timeout, lock_timeout, in seconds) as startup options, except the maintenance
+connection that creates and drops databases; migrations lift the statement timeout while
+they run (an index on a big table takes longer) and keep the lock timeout, so a migration
+that cannot get its lock fails instead of queueing every request behind it.
 
 psycopg_pool checks one connection at a time before handing it out and backs off (1 s, 2 s,
 4 s …) after each dead one, so after a database restart a pool full of dead connections
@@ -14,7 +20,7 @@ from typing import Any
 
 from django.core.exceptions import ImproperlyConfigured
 from django.db.backends.base.base import NO_DB_ALIAS
-from django.db.backends.postgresql import base
+from django.db.backends.postgresql import base, schema
 from psycopg_pool import ConnectionPool
 
 __all__ = ["DatabaseWrapper", "check_connection"]
@@ -31,7 +37,33 @@ def check_connection(conn: Any) -> None:
         raise
 
 
+class DatabaseSchemaEditor(schema.DatabaseSchemaEditor):
+    def __enter__(self) -> DatabaseSchemaEditor:
+        editor = super().__enter__()
+        with self.connection.cursor() as cursor:
+            cursor.execute("SET statement_timeout = 0")
+        return editor
+
+    def __exit__(self, *exc: Any) -> None:
+        super().__exit__(*exc)
+        with self.connection.cursor() as cursor:
+            cursor.execute("RESET statement_timeout")  # back to the session's startup value
+
+
 class DatabaseWrapper(base.DatabaseWrapper):
+    SchemaEditorClass = DatabaseSchemaEditor
+
+    def get_connection_params(self) -> dict[str, Any]:
+        params: dict[str, Any] = super().get_connection_params()
+        timeouts = self.settings_dict.get("SESSION_TIMEOUTS") or {}
+        if self.alias == NO_DB_ALIAS:
+            return params  # CREATE/DROP DATABASE may take long on a loaded host
+        options = [params.get("options", "")]
+        options += [f"-c {name}={round(s * 1000)}" for name, s in timeouts.items() if s > 0]
+        if any(options):
+            params["options"] = " ".join(o for o in options if o)
+        return params
+
     @property
     def pool(self) -> ConnectionPool | None:
         # Django's own property, with `check_connection` above as the pool's check.

@@ -148,3 +148,18 @@ def test_reports_run_with_their_own_statement_timeout_and_restore_the_requests_o
         inside = current()
 
     assert (inside, current()) == ("5min", "5s")
+
+
+def test_migrations_lift_the_statement_timeout_and_keep_the_lock_timeout() -> None:
+    def current() -> tuple[str, str]:
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT current_setting('statement_timeout'), current_setting('lock_timeout')"
+            )
+            row = cursor.fetchone()
+            return (row[0], row[1])
+
+    with connection.schema_editor():
+        inside = current()
+
+    assert (inside, current()) == (("0", "2s"), ("5s", "2s"))
