@@ -258,7 +258,13 @@ class FailedAuthThrottle(ClientIpThrottle):
         metrics.THROTTLED.labels(scope=self.scope).inc()
         return True
 
-    def record_failure(self) -> None:
-        """Count one failure of the address `blocked` was last asked about."""
-        if self.rate is not None:
-            self.count(self.ident, add=1)
+    def record_failure(self) -> bool:
+        """Count one failure of the address `blocked` was last asked about.
+
+        Return whether it went over the limit: simultaneous requests can all pass `blocked`,
+        and those whose failure is counted past the limit are answered as throttled, so an
+        address gets exactly the limit's worth of answers to its guesses per window.
+        """
+        if self.rate is None:
+            return False
+        return self.count(self.ident, add=1) > self.rate[0]

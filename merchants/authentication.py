@@ -107,8 +107,10 @@ class ApiKeyAuthentication(BaseAuthentication):
         # A malformed header goes through the same lookup and HMAC as a wrong key.
         key = authenticate_key(raw, client_ip(request))
         if key is None:
-            failures.record_failure()
+            over_limit = failures.record_failure()
             metrics.API_AUTH_FAILURES.inc()
+            if over_limit:  # other failures of this address passed `blocked` at the same time
+                raise exceptions.Throttled(failures.wait())
             raise exceptions.AuthenticationFailed(INVALID_KEY)
         # Every later log line of this request names the merchant (gateway.logging).
         merchant_var.set(key.merchant.public_id)
