@@ -169,11 +169,13 @@ def _purchase_fields() -> list[Field[Any, Any]]:
     return _STORE_FIELDS
 
 
-def _insert(purchase: Purchase) -> bool:
+def _insert(purchase: Purchase, notify: str | None = None) -> bool:
     """INSERT the purchase unless the merchant has the order id (or unit); return if it did.
 
     One statement, no transaction of its own: `ON CONFLICT DO NOTHING` (any unique
     conflict) answers "already there" without an error and without a SELECT first.
+    `notify` (PostgreSQL): the same statement sends NOTIFY on that channel if it inserted,
+    delivered when its transaction commits.
     """
     fields = _purchase_fields()
     table = Purchase._meta.db_table
@@ -185,26 +187,30 @@ def _insert(purchase: Purchase) -> bool:
         f"INSERT INTO {table} ({columns}) VALUES ({marks}) "  # noqa: S608
         f"ON CONFLICT DO NOTHING RETURNING {connection.ops.quote_name('id')}"
     )
+    if notify and connection.vendor == "postgresql":
+        sql = f"WITH stored AS ({sql}) SELECT id, pg_notify(%s, '') FROM stored"  # noqa: S608
+        values.append(notify)
     with connection.cursor() as cursor:
         cursor.execute(sql, values)
         return cursor.fetchone() is not None
 
 
-def store(purchase: Purchase, *, refused: str) -> bool:
+def store(purchase: Purchase, *, refused: str, notify: str | None = None) -> bool:
     """Store a new `queued` purchase, reserving its partner-funded cost; return if stored.
 
     False: the merchant already has this order id or purchase unit (nothing written).
     Nothing reserved: one INSERT. Otherwise the INSERT and the reservation share one
     transaction; a deposit that does not cover it downgrades to 0 % or, under the reject
-    policy, raises InsufficientDeposit (`refused`) and stores nothing.
+    policy, raises InsufficientDeposit (`refused`) and stores nothing. `notify`: see
+    `_insert` (a rolled-back store notifies nobody).
     """
     purchase.status, purchase.attempts = Q_, 0
     if not purchase.reserved_minor:
         purchase.hold = Hold.NONE
-        return _insert(purchase)
+        return _insert(purchase, notify)
     with transaction.atomic():
         purchase.hold = Hold.HELD
-        if not _insert(purchase):
+        if not _insert(purchase, notify):
             return False
         if not ledger.reserve_or_downgrade(
             purchase.merchant,

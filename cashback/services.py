@@ -15,7 +15,6 @@ from decimal import Decimal
 from typing import Any
 
 from django.conf import settings
-from django.db import transaction
 from django.utils import timezone
 
 from cashback import fx, lifecycle, wakeup
@@ -134,8 +133,9 @@ def _store(
     """Store the purchase as `queued` (reserving its cost); None if the order id is known.
 
     A converted purchase is sent, and its partner share reserved, in the settlement currency.
-    `due_now`: no request will send it, so the worker may at once (no grace), and a NOTIFY
-    in the storing transaction wakes the workers when it commits (a rollback wakes nobody).
+    `due_now`: no request will send it, so the worker may at once (no grace), and the
+    INSERT itself sends the NOTIFY that wakes the workers when it commits (a rollback wakes
+    nobody).
     """
     now = timezone.now()
     grace = 0.0 if due_now else settings.CASHBACK_QUEUED_GRACE
@@ -171,13 +171,8 @@ def _store(
         f"The deposit in {currency} does not cover "
         f"{requested} % partner cashback; nothing was stored."
     )
-    if not due_now:
-        return purchase if lifecycle.store(purchase, refused=refused) else None
-    with transaction.atomic():
-        if not lifecycle.store(purchase, refused=refused):
-            return None
-        wakeup.notify_due()
-    return purchase
+    notify = wakeup.CHANNEL if due_now else None
+    return purchase if lifecycle.store(purchase, refused=refused, notify=notify) else None
 
 
 def notify_if_runway_low(merchant: Merchant, currency: str, now: datetime) -> None:

@@ -1,7 +1,8 @@
 """Wake idle workers at once when a purchase becomes due now (PostgreSQL LISTEN/NOTIFY).
 
-`notify_due()` runs inside the transaction that stores the purchase: PostgreSQL delivers a
-NOTIFY only when that transaction commits, so a rolled-back store wakes nobody. Each
+The storing INSERT sends `pg_notify(CHANNEL)` itself (`lifecycle.store(notify=CHANNEL)`),
+and `notify_due()` does the same inside any other transaction: PostgreSQL delivers a NOTIFY
+only when its transaction commits, so a rolled-back store wakes nobody. Each
 worker holds one dedicated connection in LISTEN (`Listener`) and sets an event when a
 notification arrives. On SQLite both are no-ops and the worker polls.
 """

@@ -34,6 +34,10 @@ from monitoring.heartbeat import Heartbeat
 
 logger = logging.getLogger(__name__)
 
+# How long the dispatcher lets freed slots gather before claiming for them (bounded: it then
+# claims for whatever is free, so a few stalled slots never hold up the others).
+COALESCE_SECONDS = 0.005
+
 # The status changes are cashback.lifecycle's; this loop calls them by name.
 LEASE_EXPIRED = lifecycle.LEASE_EXPIRED
 
@@ -105,6 +109,11 @@ class Slots:
         with self._lock:
             return self.size - self._busy
 
+    def filling(self) -> bool:
+        """Return whether some slots are busy and fewer than half are free."""
+        with self._lock:
+            return 0 < self.size - self._busy < self.size / 2
+
     def submit(self, fn: Callable[[Any], None], item: Any) -> None:
         with self._lock:
             self._busy += 1
@@ -140,6 +149,9 @@ class Dispatcher:
         next_housekeeping = 0.0
         try:
             while not self.stop.is_set():
+                if self.sends.filling() or self.hooks.filling():
+                    # Under load slots free one by one: gather a few per claim, not one each.
+                    time.sleep(COALESCE_SECONDS)
                 # Cleared before looking at the slots, so a slot that frees meanwhile wakes us.
                 self.wake.clear()
                 more = False
