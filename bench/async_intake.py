@@ -100,10 +100,8 @@ def workers(env: dict[str, str], logdir: Path, count: int) -> Iterator[list[int]
             log.close()
 
 
-def _drained(database_url: str, tag: str, since: float, timeout: float = 300.0) -> Result:
+def _drained(conn: Any, tag: str, since: float, timeout: float = 300.0) -> Result:
     """Wait until the worker sent every purchase of `tag`; return the sent-per-second result."""
-    import psycopg
-
     sql_open = (
         "SELECT count(*) FROM cashback_purchase WHERE created_at >= to_timestamp(%s) "
         "AND order_id LIKE %s AND status IN ('queued', 'sending', 'pending')"
@@ -115,15 +113,14 @@ def _drained(database_url: str, tag: str, since: float, timeout: float = 300.0) 
     )
     like = f"{tag}-%"
     deadline = time.monotonic() + timeout
-    with psycopg.connect(database_url, autocommit=True) as conn:
-        while True:
-            row = conn.execute(sql_open, [since - 1, like]).fetchone()
-            if not row or not row[0]:
-                break
-            if time.monotonic() > deadline:
-                raise SystemExit(f"the worker did not drain {row[0]} purchases in {timeout:g} s")
-            time.sleep(0.1)
-        sent = conn.execute(sql_sent, [since - 1, like]).fetchall()
+    while True:
+        row = conn.execute(sql_open, [since - 1, like]).fetchone()
+        if not row or not row[0]:
+            break
+        if time.monotonic() > deadline:
+            raise SystemExit(f"the worker did not drain {row[0]} purchases in {timeout:g} s")
+        time.sleep(0.1)
+    sent = conn.execute(sql_sent, [since - 1, like]).fetchall()
     result = Result("async-drained", 0.0)
     if sent:
         result.ok = len(sent)
@@ -150,8 +147,12 @@ def measure(
         f"{WORKERS} cashback_worker processes draining",
         flush=True,
     )
+    import psycopg
+
     runs = []
     with (
+        # Opened first: on a shared server the connections may run out once ours are up.
+        psycopg.connect(database_url, autocommit=True) as conn,
         bench.sandbox(0),
         bench.gunicorn("floor", floor_app) as floor,
         bench.gunicorn("gateway", gateway_app) as gateway,
@@ -161,7 +162,7 @@ def measure(
         run_load("floor", floor.port, key, clients=clients, seconds=2.0, tag=f"aw-f-{stamp}")
         warm = f"aw-g-{stamp}"
         asyncio.run(_intake(gateway.port, key, clients, 2.0, warm))
-        _drained(database_url, warm, time.time() - 60)
+        _drained(conn, warm, time.time() - 60)
         for i in range(rounds):
             base = run_load(
                 "floor",
@@ -179,7 +180,7 @@ def measure(
             intake = asyncio.run(_intake(gateway.port, key, clients, seconds, tag))
             # Intake: gunicorn's CPU per 202; drained: gunicorn's and the workers' per sent.
             intake.cpu = cpu_seconds(server_pids(gateway.process.pid)) - gateway_cpu
-            drained = _drained(database_url, tag, since)
+            drained = _drained(conn, tag, since)
             drained.cpu = (
                 cpu_seconds(server_pids(gateway.process.pid))
                 - gateway_cpu
