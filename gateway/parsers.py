@@ -42,14 +42,18 @@ class BodyRefused(ParseError):
 
 
 def request_charset(parser_context: dict[str, Any], allowed: frozenset[str]) -> str:
-    """Return the codec name of the request's declared charset, UTF-8 when none is declared.
+    """Return the codec name of the request's declared charset, UTF-8 when none is declared."""
+    request = parser_context.get("request")
+    params = getattr(request, "content_params", None) or {}
+    return charset_name(params.get("charset"), allowed)
+
+
+def charset_name(declared: str | None, allowed: frozenset[str]) -> str:
+    """Return the codec name of a declared charset (None: UTF-8), or raise BodyRefused.
 
     Django ignores a charset Python does not know and keeps one it knows even if it is not a
     text encoding; both are refused here, as is any charset outside `allowed`.
     """
-    request = parser_context.get("request")
-    params = getattr(request, "content_params", None) or {}
-    declared = params.get("charset")
     if declared is None:
         return "utf-8"
     try:
@@ -75,19 +79,29 @@ def check_json_depth(text: str, limit: int = MAX_JSON_DEPTH) -> None:
             depth -= 1
 
 
+def parse_json(raw: bytes, declared_charset: str | None = None) -> Any:
+    """Parse a JSON body exactly (numbers with a fraction as Decimal), or raise ParseError.
+
+    For views that read the body without DRF's parsers, with the same rules.
+    """
+    encoding = charset_name(declared_charset, JSON_CHARSETS)
+    try:
+        text = raw.decode(encoding)
+        check_json_depth(text)
+        return json.loads(text, parse_float=Decimal, parse_constant=_reject_constant)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ParseError(f"JSON parse error - {exc}") from None
+    except RecursionError:  # only if the depth check above were bypassed
+        raise BodyRefused(f"JSON nested deeper than {MAX_JSON_DEPTH} levels.") from None
+
+
 class DecimalJSONParser(JSONParser):
     """Parse JSON numbers with a fraction as `Decimal`, never through `float`."""
 
     def parse(self, stream: Any, media_type: str | None = None, parser_context: Any = None) -> Any:
-        encoding = request_charset(parser_context or {}, JSON_CHARSETS)
-        try:
-            text = stream.read().decode(encoding)
-            check_json_depth(text)
-            return json.loads(text, parse_float=Decimal, parse_constant=_reject_constant)
-        except (ValueError, UnicodeDecodeError) as exc:
-            raise ParseError(f"JSON parse error - {exc}") from None
-        except RecursionError:  # only if the depth check above were bypassed
-            raise BodyRefused(f"JSON nested deeper than {MAX_JSON_DEPTH} levels.") from None
+        request = (parser_context or {}).get("request")
+        params = getattr(request, "content_params", None) or {}
+        return parse_json(stream.read(), params.get("charset"))
 
 
 def _reject_constant(name: str) -> Any:
