@@ -115,7 +115,7 @@ def _chart_svg(board: Dashboard) -> dict[str, Any]:
     """
     points = board.chart
     n = max(len(points), 1)
-    left, right, top, bottom = CHART_LEFT, 12, 12, 40
+    left, right, top, bottom = CHART_LEFT, 12, 30, 40
     plot_w, plot_h = CHART_WIDTH - left - right, CHART_HEIGHT - top - bottom
     totals = [v for _, v in points]
     peak = max([*totals, *board.previous, 0])

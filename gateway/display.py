@@ -45,6 +45,17 @@ def byte_amount(n: int | None) -> SafeString:
     )
 
 
+def gbyte_amount(n: int | None) -> SafeString:
+    """Return bytes as GBYTE, with the bytes in the tooltip."""
+    if n is None:
+        return format_html("{}", EMPTY)
+    return format_html(
+        '<span class="amount" title="{} bytes">{}\u00a0<span class="cur">GBYTE</span></span>',
+        format_count(n),
+        format_money(bytes_to_gbyte(n), "GBYTE"),
+    )
+
+
 def percent(p: Decimal | None) -> str:
     return EMPTY if p is None else f"{format_percent(p)} %"
 

@@ -493,13 +493,12 @@ class ApiKeyAdmin(admin.ModelAdmin):
 
     list_display = [
         "__str__",
-        "merchant",
+        "merchant_id_link",
         "name",
+        "state",
         "created_at",
         "expires_at",
-        "revoked_at",
-        "last_used_at",
-        "last_used_ip",
+        "last_used",
     ]
     list_filter = [ApiKeyStateFilter, "created_at", "expires_at"]
     search_fields = ["merchant__name", "merchant__public_id", "name", "prefix"]
@@ -524,6 +523,24 @@ class ApiKeyAdmin(admin.ModelAdmin):
     def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         # Keys are revoked, never deleted, so the audit trail keeps pointing at them.
         return False
+
+    @admin.display(description="merchant", ordering="merchant__public_id")
+    def merchant_id_link(self, obj: ApiKey) -> str:
+        return merchant_link(obj.merchant)
+
+    @admin.display(description="state")
+    def state(self, obj: ApiKey) -> str:
+        if obj.revoked_at is not None:
+            return f"revoked {display.moment(obj.revoked_at)}"
+        if obj.expires_at is not None and obj.expires_at <= timezone.now():
+            return "expired"
+        return "active"
+
+    @admin.display(description="last used", ordering="last_used_at")
+    def last_used(self, obj: ApiKey) -> str:
+        if obj.last_used_at is None:
+            return "never"
+        return f"{display.moment(obj.last_used_at)} from {obj.last_used_ip or '?'}"
 
     @admin.action(description="Revoke selected API keys", permissions=["change"])
     def revoke(self, request: HttpRequest, queryset: QuerySet[ApiKey]) -> None:
@@ -565,7 +582,7 @@ class LedgerEntryAdmin(admin.ModelAdmin):
 
     list_display = [
         "created_at",
-        "merchant",
+        "merchant_id_link",
         "kind",
         "signed_amount",
         "running_balance",
@@ -645,6 +662,10 @@ class LedgerEntryAdmin(admin.ModelAdmin):
             raise PermissionDenied
         return record_entry_page(self.admin_site, request, None)
 
+    @admin.display(description="merchant", ordering="merchant__public_id")
+    def merchant_id_link(self, obj: LedgerEntry) -> str:
+        return merchant_link(obj.merchant)
+
     @admin.display(description="amount", ordering="amount_minor")
     def signed_amount(self, obj: LedgerEntry) -> str:
         return display.amount(obj.amount_minor, obj.currency, minor=True)
@@ -660,6 +681,12 @@ class LedgerEntryAdmin(admin.ModelAdmin):
             return "–"
         url = reverse("admin:cashback_purchase_change", args=[obj.purchase.pk])
         return format_html('<a href="{}">{}</a>', url, obj.purchase.order_id)
+
+
+def merchant_link(merchant: Merchant) -> str:
+    """Return a link to a merchant's page, named by its public id (the name in the tooltip)."""
+    url = reverse("admin:merchants_merchant_change", args=[merchant.pk])
+    return format_html('<a href="{}" title="{}">{}</a>', url, merchant.name, merchant.public_id)
 
 
 def available_effect() -> Any:

@@ -449,3 +449,12 @@ def test_the_index_counts_unknown_apart_from_pending_with_their_age(
         assert "oldest 2 d 0 h old" in pending
     listing = admin_client.get(PURCHASES, {"status__exact": "unknown", "o": "8"})
     assert [p.order_id for p in listing.context["cl"].result_list] == ["U-1", "U-2"]
+
+
+@pytest.mark.parametrize("suffix", ["retry", "mark-sent", "mark-rejected"])
+def test_a_reconcile_page_of_no_purchase_is_a_404_not_a_500(
+    admin_client: Client, suffix: str
+) -> None:
+    for pk in ("999999", "3f2504e0-4f89-11d3-9a0c-0305e82c3301"):
+        html = page(admin_client, f"{PURCHASES}{pk}/{suffix}/", 404)
+        assert "Page not found" in html and "admin/css/base.css" in html

@@ -124,9 +124,9 @@ def test_dashboard_page_renders_the_figures_chart_and_export_links(
     assert 'data-merchant="gamma"' not in html
     assert "2026-10-01 to 2026-10-31, both inclusive, in Europe/Berlin" in html
     # The tallest bar is Oct 15: slot 14 of 31 slots of (960 - 96 - 12) // 31 = 27 units; the
-    # axis tops at 2 GBYTE (a 1, 2, 5 step), so the bar is the whole 208-unit plot.
+    # axis tops at 2 GBYTE (a 1, 2, 5 step), so the bar is the whole 190-unit plot.
     assert "<title>2026-10-15: 2.000000000 GBYTE; alpha 2.000000000</title>" in html
-    assert '<rect class="bar series-0" x="475" y="12" width="25" height="208"/>' in html
+    assert '<rect class="bar series-0" x="475" y="30" width="25" height="190"/>' in html
     assert "<title>2026-10-01: 0.000101318 GBYTE; alpha 0.000101318</title>" in html
     # Axes with labels, a legend, and the previous period as a line.
     assert ">2.000000000</text>" in html and ">0.500000000</text>" in html
