@@ -177,8 +177,7 @@ class NewApiKeyInline(admin.TabularInline):
 class MerchantAdmin(AuditedModelAdmin):
     form = MerchantAdminForm
     list_display = [
-        "name",
-        "public_id",
+        "merchant_label",
         "is_active",
         "percentages",
         "deposit_policy",
@@ -233,11 +232,15 @@ class MerchantAdmin(AuditedModelAdmin):
         # Clear "active" instead (the API then refuses its keys).
         return False
 
+    @admin.display(description="merchant (public id)", ordering="name")
+    def merchant_label(self, obj: Merchant) -> str:
+        return format_html('{}<br><span class="cur">{}</span>', obj.name, obj.public_id)
+
     @admin.display(description="partner % default / max")
     def percentages(self, obj: Merchant) -> str:
         return f"{display.percent(obj.default_percentage)} / {display.percent(obj.max_percentage)}"
 
-    @admin.display(description="deposit balances now (available / reserved)")
+    @admin.display(description="balances now (available / reserved)")
     def balances(self, obj: Merchant) -> str:
         if obj.pk is None:
             return "–"
