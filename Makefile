@@ -11,7 +11,7 @@ PYTEST_WORKERS ?= 2
 # Tests run against the sandbox upstream (each test starts its own on a free port).
 TEST_ENV := SECRET_KEY=test-only-secret-key-0123456789abcdefghijklmnop \
 	CASHBACK_SANDBOX=on API_THROTTLE_RATE=off API_IP_THROTTLE_RATE=off \
-	WEBHOOK_ALLOW_PRIVATE=on SECURE_COOKIES=off LOG_LEVEL=WARNING DEBUG=off
+	WEBHOOK_ALLOW_PRIVATE=on SECURE_COOKIES=off LOG_LEVEL=WARNING DEBUG=off ADMIN_REQUIRE_2FA=off
 
 .PHONY: install run test test-sqlite test-postgres lint bench audit clean
 
@@ -41,7 +41,7 @@ run: install
 lint: install
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
-	$(TEST_ENV) $(VENV)/bin/mypy gateway merchants cashback audit monitoring
+	$(TEST_ENV) $(VENV)/bin/mypy gateway merchants cashback audit monitoring accounts
 	$(VENV)/bin/lint-imports --no-cache
 
 test: install lint test-sqlite test-postgres

@@ -76,6 +76,7 @@ urlpatterns = [
     path("favicon.ico", favicon),
     # The payouts dashboard and reports live inside admin; before admin's own routes.
     path("admin/payouts/", include("cashback.dashboard")),
+    path("admin/2fa/", include("accounts.urls")),  # the second factor, before admin's routes
     path("admin/", admin.site.urls),
     path("", include("cashback.dropin_urls")),
     path("api/v1/", include("cashback.urls")),
