@@ -123,6 +123,19 @@ class CodeForm(forms.Form):
     )
 
 
+def issue_backup_code(user: Any, device_name: str) -> str:
+    """Replace the codes of `user`'s static device `device_name` with one new code; return it."""
+    with transaction.atomic():
+        device, _ = StaticDevice.objects.get_or_create(user=user, name=device_name)
+        if not device.confirmed:
+            device.confirmed = True
+            device.save(update_fields=["confirmed"])
+        device.token_set.all().delete()
+        code = StaticToken.random_token()
+        device.token_set.create(token=code)
+    return code
+
+
 def _next(request: HttpRequest) -> str:
     target = request.POST.get("next") or request.GET.get("next") or ""
     if url_has_allowed_host_and_scheme(

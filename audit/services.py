@@ -1,8 +1,17 @@
-"""Record audit events, with values made JSON-safe and secrets left out."""
+"""Record audit events, with values made JSON-safe and secrets left out.
+
+Every write names its actor: a staff user, a merchant's API key, or the command line (the
+OS user who ran it). Services call `record` inside their own transaction, so the change and
+its audit row are committed together or not at all.
+"""
 
 from __future__ import annotations
 
+import getpass
 import hashlib
+import os
+import socket
+from dataclasses import dataclass
 from datetime import date, datetime
 from decimal import Decimal
 from typing import Any
@@ -61,6 +70,37 @@ def diff(before: dict[str, Any], after: dict[str, Any]) -> Changes:
     return dict(sorted(changes.items()))
 
 
+@dataclass(frozen=True)
+class Actor:
+    """Who made a change: `name` as the log shows it, and the staff user if it was one."""
+
+    name: str
+    user: Any = None
+
+    @classmethod
+    def of(cls, who: Any) -> Actor:
+        """Return the actor for a user (or an Actor as it is); anything else is "system"."""
+        if isinstance(who, Actor):
+            return who
+        if who is not None and getattr(who, "is_authenticated", False):
+            return cls(who.get_username(), who)
+        return cls("system")
+
+    @classmethod
+    def api_key(cls, key: Any) -> Actor:
+        """Return the actor for a request authenticated by a merchant's API key."""
+        return cls(f"api key {key} of {key.merchant.public_id}"[:150])
+
+    @classmethod
+    def command_line(cls, command: str) -> Actor:
+        """Return the actor for a management command, named by the OS user who ran it."""
+        try:
+            os_user = getpass.getuser()
+        except (KeyError, OSError):  # no passwd entry (some containers)
+            os_user = f"uid {os.getuid()}"
+        return cls(f"{os_user}@{socket.gethostname()} (manage.py {command})"[:150])
+
+
 def record(
     actor: Any,
     action: str,
@@ -69,8 +109,8 @@ def record(
     *,
     object_repr: str | None = None,
 ) -> AuditEvent:
-    """Write one audit event for `actor` doing `action` to `obj`."""
-    authenticated = actor is not None and getattr(actor, "is_authenticated", False)
+    """Write one audit event for `actor` (a user or an Actor) doing `action` to `obj`."""
+    who = Actor.of(actor)
     safe = {
         name: [REDACTED, REDACTED + ", changed"]
         if name in SECRET_FIELDS
@@ -78,8 +118,8 @@ def record(
         for name, pair in (changes or {}).items()
     }
     return AuditEvent.objects.create(
-        actor=actor if authenticated else None,
-        actor_name=actor.get_username() if authenticated else "system",
+        actor=who.user,
+        actor_name=who.name,
         action=action,
         object_type=obj._meta.label_lower,
         object_id=str(obj.pk),

@@ -28,6 +28,7 @@ from django.utils.safestring import SafeString
 from audit import services as audit
 from audit.admin import object_history
 from cashback import services
+from cashback.alerts import resolve_alert
 from cashback.forms import MarkRejectedForm, MarkSentForm
 from cashback.models import (
     Alert,
@@ -805,20 +806,34 @@ class WebhookDeliveryAdmin(ViewOnlyAdmin):
 
 @admin.register(Alert)
 class AlertAdmin(ViewOnlyAdmin):
-    list_display = ["kind", "message", "first_seen", "last_seen", "count", "resolved_at"]
+    list_display = [
+        "kind",
+        "subject",
+        "message",
+        "first_seen",
+        "last_seen",
+        "count",
+        "resolved_at",
+    ]
     list_filter = ["kind", "resolved_at"]
-    readonly_fields = ["kind", "message", "first_seen", "last_seen", "count", "resolved_at"]
+    readonly_fields = [
+        "kind",
+        "subject",
+        "message",
+        "first_seen",
+        "last_seen",
+        "count",
+        "resolved_at",
+    ]
     actions = ["resolve"]
 
     @admin.action(description="Resolve selected alerts", permissions=["change"])
     def resolve(self, request: HttpRequest, queryset: QuerySet[Alert]) -> None:
         now = timezone.now()
-        resolved = 0
-        for alert in queryset.filter(resolved_at__isnull=True):
-            with transaction.atomic():
-                Alert.objects.filter(pk=alert.pk).update(resolved_at=now)
-                audit.record(request.user, "resolve_alert", alert, {"resolved_at": [None, now]})
-            resolved += 1
+        resolved = sum(
+            resolve_alert(pk, request.user, now)
+            for pk in queryset.filter(resolved_at__isnull=True).values_list("pk", flat=True)
+        )
         self.message_user(request, f"{resolved} alert(s) resolved.", messages.SUCCESS)
 
 

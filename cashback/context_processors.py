@@ -5,10 +5,12 @@ from __future__ import annotations
 from typing import Any
 
 from django.http import HttpRequest
+from django.utils import timezone
 from django.utils.functional import SimpleLazyObject
 
+from cashback import alerts
 from cashback.models import Alert
-from monitoring.heartbeat import worker_banner
+from monitoring.heartbeat import WorkerBanner, worker_banner
 
 
 def admin_alerts(request: HttpRequest) -> dict[str, Any]:
@@ -22,5 +24,12 @@ def admin_alerts(request: HttpRequest) -> dict[str, Any]:
         "cashback_alerts": SimpleLazyObject(
             lambda: list(Alert.objects.filter(resolved_at__isnull=True).order_by("first_seen"))
         ),
-        "cashback_worker": SimpleLazyObject(worker_banner),
+        "cashback_worker": SimpleLazyObject(_worker_banner),
     }
+
+
+def _worker_banner() -> WorkerBanner:
+    banner = worker_banner()
+    if banner.silent:
+        alerts.check_workers(banner.status, timezone.now())
+    return banner

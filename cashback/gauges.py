@@ -12,8 +12,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 from django.conf import settings
@@ -22,59 +21,13 @@ from django.utils import timezone
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from cashback import alerts
 from cashback.models import Alert, Purchase, Status, WebhookDelivery
-from merchants.models import Balance, EntryKind, LedgerEntry
 from monitoring import heartbeat
 
 logger = logging.getLogger(__name__)
 
 GAUGE_STATUSES = (Status.QUEUED, Status.SENDING, Status.PENDING, Status.UNKNOWN, Status.FAILED)
-
-
-@dataclass(frozen=True)
-class Runway:
-    merchant: str
-    currency: str
-    available_minor: int
-    daily_spend_minor: int
-
-    @property
-    def days(self) -> float:
-        # A ratio of two exact integers, reported in days: not money.
-        return self.available_minor / self.daily_spend_minor
-
-
-def runways(now: datetime | None = None) -> list[Runway]:
-    """Return each merchant's deposit runway per currency: available / average daily spend.
-
-    The spend is what purchases reserved (net of releases) over the last RUNWAY_WINDOW_DAYS;
-    a merchant and currency with no spend in that window has no runway (it never runs out).
-    """
-    now = now or timezone.now()
-    days = settings.RUNWAY_WINDOW_DAYS
-    spent = (
-        LedgerEntry.objects.filter(
-            created_at__gte=now - timedelta(days=days),
-            kind__in=(EntryKind.RESERVATION, EntryKind.RELEASE),
-        )
-        .values_list("merchant_id", "currency")
-        .annotate(net=Sum("amount_minor"))
-        .order_by()
-    )
-    spend = {(m, c): -net for m, c, net in spent if net < 0}
-    if not spend:
-        return []
-    balances = Balance.objects.filter(merchant_id__in={m for m, _ in spend}).values_list(
-        "merchant_id", "merchant__public_id", "currency", "available_minor"
-    )
-    result = []
-    for merchant_id, public_id, currency, available in balances:
-        total = spend.get((merchant_id, currency))
-        if total:
-            # Integer minor units per day, rounded up so the runway is never overstated.
-            daily = -(-total // days)
-            result.append(Runway(public_id, currency, available, daily))
-    return sorted(result, key=lambda r: (r.merchant, r.currency))
 
 
 class _Cached:
@@ -152,6 +105,7 @@ def _state_gauges() -> list[GaugeMetricFamily]:
     webhook_age.add_metric([], _age(now, oldest_webhook["t"]))
 
     workers = heartbeat.worker_status(now)
+    alerts.check_workers(workers, now)
     beat_age = GaugeMetricFamily(
         "cashback_worker_heartbeat_age_seconds",
         "Seconds since a running cashback_worker last completed a pass (absent: none runs).",
@@ -165,7 +119,7 @@ def _state_gauges() -> list[GaugeMetricFamily]:
     )
     live.add_metric([], workers.live)
 
-    alerts = GaugeMetricFamily(
+    open_gauge = GaugeMetricFamily(
         "cashback_alerts_open", "Unresolved back-office alerts, by kind.", labels=["kind"]
     )
     occurrences = GaugeMetricFamily(
@@ -183,7 +137,7 @@ def _state_gauges() -> list[GaugeMetricFamily]:
     }
     for kind in Alert.Kind.values:
         n, total = open_alerts.get(kind, (0, 0))
-        alerts.add_metric([kind], n)
+        open_gauge.add_metric([kind], n)
         occurrences.add_metric([kind], total)
     return [
         statuses,
@@ -193,7 +147,7 @@ def _state_gauges() -> list[GaugeMetricFamily]:
         webhook_age,
         beat_age,
         live,
-        alerts,
+        open_gauge,
         occurrences,
     ]
 
@@ -204,8 +158,10 @@ def _runway_gauges() -> list[GaugeMetricFamily]:
         "Days until a merchant's deposit in a currency runs out at its average daily spend.",
         labels=["merchant", "currency"],
     )
-    for r in runways():
+    found = alerts.runways()
+    for r in found:
         runway.add_metric([r.merchant, r.currency], r.days)
+    alerts.check_runways(found)
     return [runway]
 
 

@@ -27,7 +27,7 @@ from django.conf import settings
 from django.db import close_old_connections
 from django.utils import timezone
 
-from cashback import lifecycle, services, webhooks
+from cashback import alerts, lifecycle, services, webhooks
 from cashback.models import Purchase
 from cashback.wakeup import Listener
 from monitoring.heartbeat import Heartbeat
@@ -56,7 +56,9 @@ def housekeeping(now: datetime) -> int:
     Runs on its own cadence, never behind a call in flight. A per-pass heartbeat belongs here.
     """
     lifecycle.expire_leases(now)
-    return lifecycle.fail_expired(now)
+    failed = lifecycle.fail_expired(now)
+    alerts.periodic_checks(now)  # deposit runways (cashback.alerts), at its own interval
+    return failed
 
 
 def run_once(pool: ThreadPoolExecutor | None = None, now: datetime | None = None) -> int:

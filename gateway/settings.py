@@ -418,7 +418,10 @@ METRICS_TOKEN = env.str("METRICS_TOKEN", default="")
 METRICS_EXTRA_DIRS = env.list("METRICS_EXTRA_DIRS", default=[])
 METRICS_CACHE_SECONDS = env.float("METRICS_CACHE_SECONDS", default=5.0)
 METRICS_RUNWAY_CACHE_SECONDS = env.float("METRICS_RUNWAY_CACHE_SECONDS", default=60.0)
-RUNWAY_WINDOW_DAYS = env.int("RUNWAY_WINDOW_DAYS", default=7)
+# A merchant's deposit that lasts fewer days than this at its spend raises `runway_low`.
+RUNWAY_ALERT_DAYS = env.float("RUNWAY_ALERT_DAYS", default=1.0)
+# How often each worker checks the runways for that alert (seconds).
+ALERT_CHECK_INTERVAL = env.float("ALERT_CHECK_INTERVAL", default=60.0)
 # A worker writes its heartbeat at most this often, and is silent after this long without.
 WORKER_HEARTBEAT_INTERVAL = env.float("WORKER_HEARTBEAT_INTERVAL", default=2.0)
 WORKER_SILENT_AFTER = env.float("WORKER_SILENT_AFTER", default=60.0)

@@ -463,19 +463,7 @@ def record_entry_page(
 
 
 def _recorded(request: HttpRequest, merchant: Merchant | None, entry: LedgerEntry) -> HttpResponse:
-    """Audit a recorded entry, say so, and go back where the admin came from."""
-    audit.record(
-        request.user,
-        "record_entry",
-        entry,
-        {
-            "merchant": [None, entry.merchant.public_id],
-            "kind": [None, entry.kind],
-            "amount": [None, entry.amount],
-            "currency": [None, entry.currency],
-            "memo": [None, entry.memo],
-        },
-    )
+    """Say that the entry is recorded (services.record_entry audited it) and go back."""
     messages.success(
         request,
         f"Recorded {entry.get_kind_display().lower()} of "

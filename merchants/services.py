@@ -18,10 +18,11 @@ from typing import Any, cast
 from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
 from django.db import connection, transaction
-from django.db.models import F, Sum
+from django.db.models import F, Q, Sum
 from django.utils import timezone
 from django.utils.text import slugify
 
+from audit import services as audit
 from gateway.exceptions import DomainError, InsufficientDeposit, InvalidInput
 from gateway.money import AmountError, check_amount, to_minor
 from merchants.models import (
@@ -46,8 +47,12 @@ def create_merchant(
     percentage: Decimal = Decimal(0),
     max_percentage: Decimal | None = None,
     policy: str = DepositPolicy.DOWNGRADE,
+    actor: Any = None,
 ) -> tuple[Merchant, str]:
-    """Create a merchant with one API key; return both, the raw key shown only once."""
+    """Create a merchant with one API key; return both, the raw key shown only once.
+
+    `actor` (a user or an audit Actor; None: "system") is written to the audit log with it.
+    """
     if max_percentage is None:
         max_percentage = max(percentage, Decimal(10))
     if not (0 <= percentage <= max_percentage <= 100):
@@ -63,8 +68,18 @@ def create_merchant(
             max_percentage=max_percentage,
             deposit_policy=policy,
         )
-        _, raw_key = ApiKey.issue(merchant, name="initial")
+        key, raw_key = ApiKey.issue(merchant, name="initial")
+        audit.record(actor, "add", merchant, audit.diff({}, audit.snapshot(merchant)))
+        audit.record(actor, "issue_key", key, _key_changes(key))
     return merchant, raw_key
+
+
+def _key_changes(key: ApiKey) -> audit.Changes:
+    return {
+        "merchant": [None, key.merchant.public_id],
+        "name": [None, key.name],
+        "expires_at": [None, key.expires_at],
+    }
 
 
 def _unique_public_id(name: str) -> str:
@@ -127,10 +142,12 @@ def record_entry(
     *,
     memo: str = "",
     user: User = None,
+    actor: Any = None,
 ) -> LedgerEntry:
-    """Record a deposit, withdrawal or adjustment made by an admin.
+    """Record a deposit, withdrawal or adjustment made by an admin or a command.
 
-    Deposits and withdrawals take a positive amount; an adjustment is signed.
+    Deposits and withdrawals take a positive amount; an adjustment is signed. The audit
+    entry names `actor` (default: `user`) and is written in the entry's transaction.
     """
     try:
         check_amount(abs(amount), currency)
@@ -160,6 +177,18 @@ def record_entry(
         if flagged is not None and not runway_is_low(flagged, timezone.now())[0]:
             # Money came in: the next drop under the threshold is a new crossing.
             Balance.objects.filter(pk=flagged.pk).update(runway_low=False)
+        audit.record(
+            actor if actor is not None else user,
+            "record_entry",
+            entry,
+            {
+                "merchant": [None, merchant.public_id],
+                "kind": [None, entry.kind],
+                "amount": [None, entry.amount],
+                "currency": [None, entry.currency],
+                "memo": [None, entry.memo],
+            },
+        )
     logger.info(
         "ledger entry recorded",
         extra={
@@ -251,3 +280,64 @@ def balances_of(merchant: Merchant) -> list[dict[str, object]]:
         {"currency": b.currency, "available": b.available, "reserved": b.reserved}
         for b in Balance.objects.filter(merchant=merchant).order_by("currency")
     ]
+
+
+# --- Merchant settings and API keys (audited) ----------------------------------------------
+
+
+def update_settings(
+    merchant: Merchant, values: dict[str, Any], *, rotate_secret: bool, actor: Any
+) -> tuple[Merchant, str | None]:
+    """Change a merchant's own settings (`values`: field → value, already validated).
+
+    A new webhook secret is made when asked, or when a webhook URL is set without one; it
+    is returned (shown once) and logged only as "changed". One audit entry, same transaction.
+    """
+    with transaction.atomic():
+        locked = Merchant.objects.select_for_update().get(pk=merchant.pk)
+        before = audit.snapshot(locked)
+        for name, value in values.items():
+            setattr(locked, name, value)
+        secret = None
+        if locked.webhook_url and (rotate_secret or not locked.webhook_secret):
+            secret = locked.rotate_webhook_secret()
+        locked.updated_at = timezone.now()
+        locked.save()
+        changes = audit.diff(before, audit.snapshot(locked))
+        if changes:
+            audit.record(actor, "change", locked, changes)
+    return locked, secret
+
+
+def rotate_api_key(
+    merchant: Merchant,
+    *,
+    name: str = "",
+    expire_old_at: Any = None,
+    revoke_old: bool = False,
+    actor: Any = None,
+) -> tuple[ApiKey, str, list[ApiKey]]:
+    """Issue a new key for `merchant`; expire or revoke its other usable keys if asked.
+
+    Return the new key, its raw value (shown only once) and the older usable keys as they
+    are afterwards. Every key changed and the new one are audited in the same transaction.
+    """
+    now = timezone.now()
+    with transaction.atomic():
+        old = list(ApiKey.objects.select_for_update().filter(merchant=merchant).usable())
+        if revoke_old:
+            ApiKey.objects.filter(pk__in=[k.pk for k in old]).update(revoked_at=now)
+        elif expire_old_at is not None:
+            # Never lengthen a key's life: one that expires sooner keeps its own date.
+            ApiKey.objects.filter(pk__in=[k.pk for k in old]).filter(
+                Q(expires_at__isnull=True) | Q(expires_at__gt=expire_old_at)
+            ).update(expires_at=expire_old_at)
+        key, raw = ApiKey.issue(merchant, name=name or f"rotated {now:%Y-%m-%d %H:%M}")
+        audit.record(actor, "issue_key", key, _key_changes(key))
+        after = {k.pk: k for k in ApiKey.objects.filter(pk__in=[k.pk for k in old])}
+        for before in old:
+            changes = audit.diff(audit.snapshot(before), audit.snapshot(after[before.pk]))
+            if changes:
+                action = "revoke_key" if "revoked_at" in changes else "expire_key"
+                audit.record(actor, action, after[before.pk], changes)
+    return key, raw, sorted(after.values(), key=lambda k: k.created_at)

@@ -4,18 +4,18 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.db import transaction
 from drf_spectacular.utils import extend_schema, extend_schema_view
 from rest_framework import generics
 from rest_framework.request import Request
 from rest_framework.response import Response
 
+from audit.services import Actor
 from gateway.pagination import NewestFirst
 from gateway.schema import AUTH_ERRORS, BODY_ERRORS, RETRY_AFTER, errors
 from merchants.authentication import merchant_of
 from merchants.models import LedgerEntry
 from merchants.serializers import BalancesSerializer, LedgerEntrySerializer, MerchantSerializer
-from merchants.services import balances_of
+from merchants.services import balances_of, update_settings
 
 
 class MerchantSettings(generics.GenericAPIView):
@@ -36,12 +36,13 @@ class MerchantSettings(generics.GenericAPIView):
         serializer = MerchantSerializer(merchant, data=request.data, partial=True)
         serializer.is_valid(raise_exception=True)
         rotate = serializer.validated_data.pop("rotate_webhook_secret", False)
-        context: dict[str, Any] = {}
-        with transaction.atomic():
-            merchant = serializer.save()
-            if merchant.webhook_url and (rotate or not merchant.webhook_secret):
-                context["new_webhook_secret"] = merchant.rotate_webhook_secret()
-                merchant.save(update_fields=["webhook_secret"])
+        merchant, secret = update_settings(
+            merchant,
+            dict(serializer.validated_data),
+            rotate_secret=rotate,
+            actor=Actor.api_key(request.auth),
+        )
+        context: dict[str, Any] = {"new_webhook_secret": secret} if secret else {}
         return Response(MerchantSerializer(merchant, context=context).data)
 
 

@@ -104,6 +104,7 @@ class WorkerBanner:
     silent: bool
     last_pass_at: datetime | None
     silent_after: float
+    status: WorkerStatus
 
     def __bool__(self) -> bool:
         return self.silent
@@ -114,4 +115,4 @@ def worker_banner() -> WorkerBanner:
     now = timezone.now()
     after = settings.WORKER_SILENT_AFTER
     status = worker_status(now)
-    return WorkerBanner(status.silent(now, after), status.last_pass_at, after)
+    return WorkerBanner(status.silent(now, after), status.last_pass_at, after, status)

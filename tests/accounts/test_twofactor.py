@@ -205,3 +205,28 @@ def test_second_factor_pages_need_a_staff_session() -> None:
     client = Client()
     client.force_login(User.objects.create_user("shopper", password=PASSWORD))
     assert client.get("/admin/2fa/verify/")["Location"].startswith("/admin/login/")
+
+
+def test_setup_demo_prints_a_one_use_code_for_the_demo_admin(monkeypatch: Any) -> None:
+    from io import StringIO
+
+    from django.core.management import call_command
+
+    monkeypatch.setenv("DEMO_ADMIN_PASSWORD", PASSWORD)
+
+    def demo_code() -> str:
+        out = StringIO()
+        call_command("setup_demo", stdout=out)
+        found = re.search(
+            r"authentication code ([a-z0-9]+) \(one use, new each run\)", out.getvalue()
+        )
+        assert found, out.getvalue()
+        return found.group(1)
+
+    first, second = demo_code(), demo_code()
+    assert first != second
+    assert WRONG in login(Client(), first, username="admin").content.decode()  # replaced
+    client = Client()
+    assert login(client, second, username="admin").status_code == 302
+    assert client.get("/admin/").status_code == 200
+    assert WRONG in login(Client(), second, username="admin").content.decode()  # used up

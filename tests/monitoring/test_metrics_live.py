@@ -6,6 +6,7 @@ from __future__ import annotations
 import glob
 import time
 from decimal import Decimal
+from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
@@ -177,9 +178,8 @@ def test_one_scrape_adds_up_every_gunicorn_worker_and_the_worker_process(
         # Four reservations of 1 % of 12.50 EUR, one released (the rejected purchase).
         cost = partner_cost_minor(1250, Decimal(1))
         assert unknown.reserved_minor == cost
-        daily = -(-3 * cost // 7)
         runway = value(s, "cashback_deposit_runway_days", merchant="metrics-shop", currency="EUR")
-        assert runway == (10000 - 3 * cost) / daily
+        assert runway == float(Fraction((10000 - 3 * cost) * 7, 3 * cost))
         # Bounded labels: a merchant and a currency, nothing of an order or a customer.
         runway_labels = [dict(k[1]) for k in s if k[0] == "cashback_deposit_runway_days"]
         assert runway_labels == [{"merchant": "metrics-shop", "currency": "EUR"}]

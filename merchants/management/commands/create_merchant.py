@@ -8,6 +8,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError
 
+from audit.services import Actor
 from gateway.exceptions import DomainError
 from merchants.models import DepositPolicy
 from merchants.services import create_merchant
@@ -46,6 +47,7 @@ class Command(BaseCommand):
                 percentage=opts["percentage"],
                 max_percentage=opts["max_percentage"],
                 policy=opts["policy"],
+                actor=Actor.command_line("create_merchant"),
             )
         except DomainError as exc:
             raise CommandError(exc.detail) from None

@@ -7,6 +7,7 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError
 from django.db.models import CharField
 
+from audit.services import Actor
 from gateway.exceptions import DomainError
 from gateway.money import AmountError, Currency, parse_decimal
 from merchants.models import EntryKind, LedgerEntry, Merchant
@@ -41,7 +42,12 @@ class Command(BaseCommand):
             raise CommandError(f"--memo has {len(memo)} characters; at most {memo_length}.")
         try:
             entry = record_entry(
-                m, EntryKind.DEPOSIT, value, currency, memo=memo or "deposit (command line)"
+                m,
+                EntryKind.DEPOSIT,
+                value,
+                currency,
+                memo=memo or "deposit (command line)",
+                actor=Actor.command_line("record_deposit"),
             )
         except DomainError as exc:
             raise CommandError(exc.detail) from None

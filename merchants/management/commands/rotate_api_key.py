@@ -8,15 +8,15 @@ new key and the old ones are revoked later (`--revoke-old`) or expire by themsel
 from __future__ import annotations
 
 import json
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
-from django.db import transaction
-from django.db.models import Q
 from django.utils import timezone
 
+from audit.services import Actor
 from merchants.models import ApiKey, Merchant
+from merchants.services import rotate_api_key
 
 
 def _hours(value: str) -> float:
@@ -27,33 +27,6 @@ def _hours(value: str) -> float:
     if not 0 <= hours <= 24 * 365:
         raise CommandError("--expire-old-in takes 0 to 8760 hours")
     return hours
-
-
-def rotate_api_key(
-    merchant: Merchant,
-    *,
-    name: str = "",
-    expire_old_at: datetime | None = None,
-    revoke_old: bool = False,
-) -> tuple[ApiKey, str, list[ApiKey]]:
-    """Issue a new key for `merchant`; expire or revoke its other usable keys if asked.
-
-    Return the new key, its raw value (shown only once) and the older usable keys as they
-    are afterwards.
-    """
-    now = timezone.now()
-    with transaction.atomic():
-        old = ApiKey.objects.select_for_update().filter(merchant=merchant).usable()
-        old_ids = list(old.values_list("pk", flat=True))
-        if revoke_old:
-            ApiKey.objects.filter(pk__in=old_ids).update(revoked_at=now)
-        elif expire_old_at is not None:
-            # Never lengthen a key's life: one that expires sooner keeps its own date.
-            ApiKey.objects.filter(pk__in=old_ids).filter(
-                Q(expires_at__isnull=True) | Q(expires_at__gt=expire_old_at)
-            ).update(expires_at=expire_old_at)
-        key, raw = ApiKey.issue(merchant, name=name or f"rotated {now:%Y-%m-%d %H:%M}")
-    return key, raw, list(ApiKey.objects.filter(pk__in=old_ids).order_by("created_at"))
 
 
 def _describe(key: ApiKey) -> dict[str, Any]:
@@ -93,7 +66,11 @@ class Command(BaseCommand):
         hours = opts["expire_old_in"]
         expire_at = timezone.now() + timedelta(hours=hours) if hours is not None else None
         key, raw, old = rotate_api_key(
-            merchant, name=opts["name"], expire_old_at=expire_at, revoke_old=opts["revoke_old"]
+            merchant,
+            name=opts["name"],
+            expire_old_at=expire_at,
+            revoke_old=opts["revoke_old"],
+            actor=Actor.command_line("rotate_api_key"),
         )
         if opts["json"]:
             self.stdout.write(

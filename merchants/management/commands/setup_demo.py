@@ -11,10 +11,13 @@ from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand
 
+from accounts.twofactor import issue_backup_code
+from audit.services import Actor
 from merchants.models import ApiKey, EntryKind, Merchant
 from merchants.services import create_merchant, record_entry
 
 DEMO_KEY_NAME = "make run"
+DEMO_DEVICE_NAME = "make run backup code"
 
 
 class Command(BaseCommand):
@@ -28,11 +31,28 @@ class Command(BaseCommand):
         User = get_user_model()
         if password and not User.objects.filter(username="admin").exists():
             User.objects.create_superuser("admin", "admin@example.com", password)
+        admin_user = User.objects.filter(username="admin").first()
+        second_factor = ""
+        if settings.ADMIN_REQUIRE_2FA and admin_user is not None:
+            # Staff sign in with a second factor: a one-use backup code, new for each run,
+            # until the admin sets up an authenticator app at /admin/2fa/setup/.
+            code = issue_backup_code(admin_user, DEMO_DEVICE_NAME)
+            second_factor = f", authentication code {code} (one use, new each run)"
 
         merchant = Merchant.objects.filter(public_id="demo-shop").first()
         if merchant is None:
-            merchant, _ = create_merchant("Demo Shop", public_id="demo-shop", percentage=Decimal(1))
-            record_entry(merchant, EntryKind.DEPOSIT, Decimal("100.00"), "EUR", memo="demo deposit")
+            actor = Actor.command_line("setup_demo")
+            merchant, _ = create_merchant(
+                "Demo Shop", public_id="demo-shop", percentage=Decimal(1), actor=actor
+            )
+            record_entry(
+                merchant,
+                EntryKind.DEPOSIT,
+                Decimal("100.00"),
+                "EUR",
+                memo="demo deposit",
+                actor=actor,
+            )
         # Keys are stored hashed, so each run issues a fresh demo key and revokes the last.
         from django.utils import timezone
 
@@ -61,7 +81,7 @@ class Command(BaseCommand):
                 [
                     "",
                     f"  Cashback gateway on {base_url}  —  upstream: {mode}",
-                    f"  Admin:     {base_url}/admin/   user admin, password {password or '(see DEMO_ADMIN_PASSWORD in .env)'}",
+                    f"  Admin:     {base_url}/admin/   user admin, password {password or '(see DEMO_ADMIN_PASSWORD in .env)'}{second_factor}",
                     f"  API docs:  {base_url}/api/docs/",
                     f"  Demo merchant {merchant.public_id}, API key (new for this run): {key}",
                     "",
