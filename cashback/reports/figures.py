@@ -9,7 +9,7 @@ from decimal import Decimal
 from typing import Any
 
 from django.db import connection
-from django.db.models import Sum
+from django.db.models import Count, Sum
 from django.db.models.functions import TruncDate
 
 from cashback.models import Status
@@ -101,6 +101,9 @@ class Dashboard:
     # The same number of days just before the period, bar by bar, for comparison.
     previous: list[int] = field(default_factory=list)
     previous_period: Period | None = None
+    # Converted purchases (docs/currencies.md): (settlement currency, currency sent, count,
+    # amount sent, amount settled), so both sums can be read side by side.
+    conversions: list[tuple[str, str, int, Decimal, Decimal]] = field(default_factory=list)
 
     def total_balance_amounts(self) -> list[tuple[str, Decimal, Decimal]]:
         return _balance_amounts(self.total_balances)
@@ -182,7 +185,29 @@ def dashboard(flt: ReportFilter, merchants: Iterable[Merchant]) -> Dashboard:
     board.previous_period = previous = flt.period.previous()
     past, _ = _chart(previous, _sent_per_day(ReportFilter(previous, flt.merchant)))
     board.previous = [v for _, v in past][: len(chart)]
+    board.conversions = _conversions(flt)
     return board
+
+
+def _conversions(flt: ReportFilter) -> list[tuple[str, str, int, Decimal, Decimal]]:
+    """Return the period's converted purchases summed per settlement and original currency."""
+    groups = (
+        flt.purchases()
+        .filter(original_currency__isnull=False)
+        .values("currency", "original_currency")
+        .annotate(n=Count("pk"), sent=Sum("original_amount_minor"), settled=Sum("amount_minor"))
+        .order_by("currency", "original_currency")
+    )
+    return [
+        (
+            g["currency"],
+            g["original_currency"],
+            g["n"],
+            from_minor(g["sent"], g["original_currency"]),
+            from_minor(g["settled"], g["currency"]),
+        )
+        for g in groups
+    ]
 
 
 # Merchants the chart shows apart; the rest are summed as "others".

@@ -501,3 +501,30 @@ DETAIL_FX = [
     "fx_rate_source",
 ]
 SUMMARY_FX = ["currency", "original_currency", "purchases", "volume", "original_volume"]
+
+
+def test_the_dashboard_shows_converted_purchases_per_settlement_and_sent_currency(
+    shop: Any, upstream: Any, rates: Any, django_user_model: Any, settings: Any
+) -> None:
+    settings.STORAGES = {
+        **settings.STORAGES,
+        "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
+    }
+    shop.post_purchase(order_id="G-1", currency="GBP", currency_amount="12.50")
+    shop.post_purchase(order_id="G-2", currency="GBP", currency_amount="1.00")
+    shop.post_purchase(order_id="E-1", currency="EUR", currency_amount="2.00")
+    admin = django_user_model.objects.create_superuser("root", "root@example.com", "pw-1")
+    client = Client()
+    client.force_login(admin)
+    day = today().isoformat()
+
+    response = client.get(
+        "/admin/payouts/", {"period": "custom", "start": day, "end": day, "tz": "UTC"}
+    )
+
+    assert response.status_code == 200
+    board = response.context["board"]
+    assert board.conversions == [("EUR", "GBP", 2, Decimal("13.50"), Decimal("16.19"))]
+    page = response.content.decode()
+    assert '<tr data-conversion="GBP-EUR">' in page
+    assert "13.50 GBP" in page and "16.19 EUR" in page
