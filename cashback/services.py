@@ -18,7 +18,7 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
-from cashback import fx, lifecycle, wakeup
+from cashback import fx, lifecycle, spool, wakeup
 from cashback.client import get_client
 from cashback.models import Hold, Purchase, WebhookDelivery
 from gateway import metrics
@@ -264,8 +264,9 @@ def send_claimed(purchase: Purchase) -> Purchase:
             "ms": result.duration_ms,
         },
     )
-    return lifecycle.record_outcome(
-        purchase.pk, attempt, result, started_at=started_at, merchant=purchase.merchant
+    # Through the spool: an answer the database cannot take now is kept on disk, not lost.
+    return spool.record(
+        purchase, attempt, result, started_at=started_at, merchant=purchase.merchant
     )
 
 

@@ -27,7 +27,7 @@ from django.conf import settings
 from django.db import close_old_connections
 from django.utils import timezone
 
-from cashback import alerts, lifecycle, services, webhooks
+from cashback import alerts, lifecycle, services, spool, webhooks
 from cashback.models import Purchase
 from cashback.wakeup import Listener
 from monitoring.heartbeat import Heartbeat
@@ -55,6 +55,7 @@ def housekeeping(now: datetime) -> int:
 
     Runs on its own cadence, never behind a call in flight. A per-pass heartbeat belongs here.
     """
+    spool.replay()  # answers this host kept while the database was away, first
     lifecycle.expire_leases(now)
     failed = lifecycle.fail_expired(now)
     alerts.periodic_checks(now)  # deposit runways (cashback.alerts), at its own interval

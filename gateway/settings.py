@@ -371,6 +371,9 @@ CASHBACK_WORKER_THREADS = env.int("CASHBACK_WORKER_THREADS", default=8)
 # The worker's longest sleep when idle (a slot that frees or a NOTIFY wakes it sooner), and
 # how often it expires leases and fails purchases past their window.
 CASHBACK_WORKER_IDLE_SLEEP = env.float("CASHBACK_WORKER_IDLE_SLEEP", default=1.0)
+# Upstream answers the database could not take are kept here until the worker of this host
+# records them (cashback/spool.py): local disk, one directory per host.
+CASHBACK_SPOOL_DIR = env.str("CASHBACK_SPOOL_DIR", default=str(BASE_DIR / "var" / "spool"))
 CASHBACK_WORKER_HOUSEKEEPING_INTERVAL = env.float(
     "CASHBACK_WORKER_HOUSEKEEPING_INTERVAL", default=1.0
 )
