@@ -52,6 +52,12 @@ def _own_throttle_counters(settings: Any, throttle_dir: Path) -> None:
     settings.THROTTLE_HOST_DB = str(throttle_dir / f"{uuid.uuid4().hex}.sqlite3")
 
 
+@pytest.fixture(autouse=True)
+def _spool_in_tmp(settings: Any, tmp_path_factory: Any) -> None:
+    """Keep answers a test's database trouble spools out of the project's var/spool."""
+    settings.CASHBACK_SPOOL_DIR = str(tmp_path_factory.mktemp("spool"))
+
+
 @pytest.fixture
 def upstream(settings: Any) -> Iterator[SandboxServer]:
     """A real sandbox upstream on a free port; the gateway is pointed at it."""

@@ -27,10 +27,9 @@ from cashback.services import submit_purchase
 from tests.conftest import purchase_body
 
 
-@pytest.fixture(autouse=True)
-def spool_dir(settings: Any, tmp_path: Path) -> Path:
-    settings.CASHBACK_SPOOL_DIR = str(tmp_path / "spool")
-    return tmp_path / "spool"
+@pytest.fixture
+def spool_dir(settings: Any) -> Path:
+    return Path(settings.CASHBACK_SPOOL_DIR)
 
 
 def _other_session() -> psycopg.Connection[Any]:
