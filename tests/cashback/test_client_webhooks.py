@@ -25,15 +25,24 @@ def receiver() -> Any:
     server.close()
 
 
-def test_a_name_resolving_to_loopback_is_refused_before_any_connection(
-    settings: Any, receiver: ScriptedServer
+@pytest.mark.parametrize("host", ["localhost", "0.0.0.0", "[::ffff:127.0.0.1]", "127.0.0.1"])
+def test_an_address_inside_our_network_is_refused_before_any_connection(
+    settings: Any, receiver: ScriptedServer, host: str
 ) -> None:
     settings.WEBHOOK_ALLOW_PRIVATE = False
 
     with pytest.raises(InvalidIPAddress):
-        webhook_session().post(f"http://localhost:{receiver.port}/hook", data=b"{}")
+        webhook_session().post(f"http://{host}:{receiver.port}/hook", data=b"{}")
 
     assert receiver.connections == 0
+
+
+@pytest.mark.parametrize("address", ["240.0.0.1", "100.64.0.1", "169.254.169.254", "[fc00::1]"])
+def test_reserved_and_shared_ranges_are_refused_too(settings: Any, address: str) -> None:
+    settings.WEBHOOK_ALLOW_PRIVATE = False
+
+    with pytest.raises(InvalidIPAddress):
+        webhook_session().post(f"http://{address}/hook", data=b"{}", timeout=0.2)
 
 
 def test_the_same_session_connects_when_private_targets_are_allowed(
