@@ -311,7 +311,12 @@ def export_view(request: HttpRequest, report: str, fmt: str) -> HttpResponseBase
     )
     if fmt == "csv":
         response: HttpResponse | StreamingHttpResponse = StreamingHttpResponse(
-            (chunk.encode() for chunk in reports.csv_chunks(report, flt)),
+            # A byte order mark by default, so that Excel reads the file as UTF-8; bom=0 for
+            # programs that do not expect one.
+            (
+                chunk.encode()
+                for chunk in reports.csv_chunks(report, flt, bom=request.GET.get("bom") != "0")
+            ),
             content_type="text/csv; charset=utf-8",
         )
         response["Content-Disposition"] = f'attachment; filename="{filename}"'

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import itertools
 from collections.abc import Iterator
 from decimal import Decimal
 
@@ -38,14 +39,22 @@ def general_csv_rows(report: str, flt: ReportFilter) -> Iterator[list[str]]:
         yield [csv_cell(v) for v in row]
 
 
-def csv_chunks(report: str, flt: ReportFilter, lines_per_chunk: int = 500) -> Iterator[str]:
-    """Return the report as CSV text in chunks: a title line, the column names, the rows.
+# Excel reads a CSV file as UTF-8 only when it starts with this byte order mark.
+BOM = "\ufeff"
+
+
+def csv_chunks(
+    report: str, flt: ReportFilter, lines_per_chunk: int = 500, *, bom: bool = False
+) -> Iterator[str]:
+    """Return the report as CSV text in chunks: always the title on line 1 and the column
+    names on line 2, then the rows; with `bom`, a UTF-8 byte order mark first (for Excel).
 
     Raises ReportError for an unknown report now, before anything is streamed.
     """
     if report not in TABLES:
         raise ReportError(f"Unknown report {report!r}; choose detail or summary.")
-    return _csv_chunks(report, flt, lines_per_chunk)
+    chunks = _csv_chunks(report, flt, lines_per_chunk)
+    return itertools.chain([BOM], chunks) if bom else chunks
 
 
 def _csv_chunks(report: str, flt: ReportFilter, lines_per_chunk: int) -> Iterator[str]:

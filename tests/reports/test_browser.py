@@ -93,7 +93,7 @@ def test_accountant_downloads_last_months_csv_from_the_dashboard(
             assert download.suggested_filename == (
                 f"payouts-detail_{last_month.start}_{last_month.end}_{zone}.csv"
             )
-            text = Path(download.path()).read_text(encoding="utf-8")
+            text = Path(download.path()).read_text(encoding="utf-8-sig")
         finally:
             browser.close()
 

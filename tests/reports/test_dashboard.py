@@ -229,8 +229,15 @@ def test_accountant_downloads_detail_csv_streamed(dataset: DataSet, accountant: 
         'attachment; filename="payouts-detail_2026-10-01_2026-10-31_Europe-Berlin.csv"'
     )
     assert response["Cache-Control"] == "private, no-store, max-age=0, no-cache, must-revalidate"
-    rows = list(csv.reader(io.StringIO(b"".join(response.streaming_content).decode())))
+    body = b"".join(response.streaming_content)
+    # A UTF-8 byte order mark first, for Excel; then the title on line 1, the header on 2.
+    assert body.startswith(b"\xef\xbb\xbfPayout detail report,") or body.startswith(
+        b'\xef\xbb\xbf"Payout detail report,'
+    )
+    rows = list(csv.reader(io.StringIO(body.decode("utf-8-sig"))))
     assert rows[2:] == DETAIL_CSV
+    plain = download(logged_in(accountant), "detail", "csv", {**OCTOBER, "bom": "0"})
+    assert b"".join(plain.streaming_content) == body[3:]
 
 
 def test_accountant_downloads_summary_xlsx(dataset: DataSet, accountant: Any) -> None:
@@ -242,7 +249,8 @@ def test_accountant_downloads_summary_xlsx(dataset: DataSet, accountant: Any) ->
     )
     book = load_workbook(io.BytesIO(b"".join(response.streaming_content)))
     rows = list(book["summary 1"].iter_rows(values_only=True))
-    assert [r[:3] for r in rows[2:]] == [tuple(r[:3]) for r in SUMMARY_CSV]
+    assert [r[:3] for r in rows[2 : 2 + len(SUMMARY_CSV)]] == [tuple(r[:3]) for r in SUMMARY_CSV]
+    assert rows[-1][0] == "Grand total, all currencies"
 
 
 def test_command_writes_the_same_csv_as_the_admin_download(
@@ -259,6 +267,7 @@ def test_command_writes_the_same_csv_as_the_admin_download(
             "--end=2026-10-31",
             "--tz=Europe/Berlin",
             f"--report={report}",
+            "--bom",
             stdout=out,
         )
         assert out.getvalue() == admin_csv.decode()
@@ -274,7 +283,9 @@ def test_command_writes_files_for_one_merchant(dataset: DataSet, tmp_path: Any) 
         rows = list(csv.reader(f))
     assert rows[2:] == [r for r in DETAIL_CSV if r[2] == "alpha"]
     book = load_workbook(tmp_path / "a.xlsx")
-    assert [r[4] for r in list(book["detail 1"].iter_rows(values_only=True))[2:]] == [
+    # The rows, then a blank row and the totals.
+    data_rows = list(book["detail 1"].iter_rows(values_only=True))[2:]
+    assert [r[4] for r in data_rows[: data_rows.index((None,) * len(data_rows[0]))]] == [
         "a-1",
         "a-2",
         "a-3",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+import re
 import zipfile
 from datetime import UTC, date, datetime
 from decimal import Decimal
@@ -14,6 +15,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from openpyxl import load_workbook
+from openpyxl.utils import get_column_letter
 
 from cashback import reports
 from cashback.reports import Period, ReportError, ReportFilter, columns, xlsxfile
@@ -174,16 +176,25 @@ def xlsx_of(report: str, flt: ReportFilter) -> bytes:
 
 
 def expected_xlsx_row(csv_row: list[str], header: list[str], numeric: set[str]) -> list[Any]:
-    """Return a CSV row as openpyxl reads the XLSX back: numbers as numbers, "" as None."""
+    """Return a CSV row as openpyxl reads the XLSX back: numbers as numbers, "" as None,
+    times as date-times in the report's zone."""
     cells: list[Any] = []
     for name, value in zip(header, csv_row, strict=True):
         if value == "":
             cells.append(None)
         elif name in numeric:
             cells.append(Decimal(value))
+        elif name in ("created_at", "sent_at"):
+            # Excel keeps milliseconds: cut, never rounded into the next second (or day).
+            moment = datetime.fromisoformat(value).replace(tzinfo=None)
+            cells.append(moment.replace(microsecond=moment.microsecond // 1000 * 1000))
         else:
             cells.append(value)
     return cells
+
+
+def xlsx_header(header: list[str], zone: str = "Europe/Berlin") -> list[str]:
+    return [f"{h} ({zone})" if h in ("created_at", "sent_at") else h for h in header]
 
 
 def as_decimal(row: tuple[Any, ...]) -> list[Any]:
@@ -202,16 +213,35 @@ def test_detail_xlsx_has_the_same_rows_with_amounts_as_numbers(dataset: DataSet)
         rows[0][0]
         == "Payout detail report, 2026-10-01 to 2026-10-31 (Europe/Berlin), all merchants"
     )
-    assert list(rows[1]) == DETAIL_HEADER
-    assert [as_decimal(r) for r in rows[2:]] == [
+    assert list(rows[1]) == xlsx_header(DETAIL_HEADER)
+    data_rows = rows[2 : 2 + len(DETAIL_CSV)]
+    assert [as_decimal(r) for r in data_rows] == [
         expected_xlsx_row(r, DETAIL_HEADER, NUMERIC_DETAIL) for r in DETAIL_CSV
     ]
+    # A blank row, then the totals per currency (values, not formulas).
+    totals = {r[0]: r for r in rows[3 + len(DETAIL_CSV) :]}
+    assert sorted(totals) == ["Total BTC", "Total EUR", "Total GBYTE", "Total USD"]
+    amount, funded = DETAIL_HEADER.index("amount"), DETAIL_HEADER.index("partner_funded")
+    assert (totals["Total EUR"][amount], totals["Total EUR"][funded]) == (55.5, 1.03)
     # Numbers are stored as numbers (no formula, no float noise); text stays text.
     sheet_xml = zipfile.ZipFile(io.BytesIO(data)).read("xl/worksheets/sheet1.xml").decode()
-    assert '<c r="I3" t="n"><v>12.5</v></c>' in sheet_xml
-    assert '<c r="N7" t="n"><v>2</v></c>' in sheet_xml
-    assert '<c r="N3" t="n"><v>0.000101318</v></c>' in sheet_xml
+    assert re.search(r'<c r="I3" s="\d+" t="n"><v>12.5</v></c>', sheet_xml)
+    assert re.search(r'<c r="N7" s="\d+" t="n"><v>2</v></c>', sheet_xml)
+    assert re.search(r'<c r="N3" s="\d+" t="n"><v>0.000101318</v></c>', sheet_xml)
     assert "<f>" not in sheet_xml
+    # Frozen header, an autofilter over the rows, column widths.
+    assert (
+        '<pane ySplit="2" topLeftCell="A3" activePane="bottomLeft" state="frozen" />' in sheet_xml
+    )
+    assert f'<autoFilter ref="A2:{get_column_letter(len(DETAIL_HEADER))}11" />' in sheet_xml
+    assert '<col width="20" customWidth="1" min="1" max="1" />' in sheet_xml
+    # Amounts carry their currency's decimals as the number format; times are date-times.
+    sheet = book["detail 1"]
+    assert sheet["I3"].number_format == "#,##0.00"  # 12.50 EUR
+    assert sheet["I5"].number_format == "#,##0.00000000"  # 0.00010000 BTC
+    assert sheet["N3"].number_format == "#,##0.000000000"
+    assert sheet["A3"].number_format == "yyyy-mm-dd hh:mm:ss"
+    assert sheet["A3"].value == datetime(2026, 10, 1, 0, 0)
 
 
 def test_summary_xlsx_has_the_same_rows(dataset: DataSet) -> None:
@@ -220,9 +250,12 @@ def test_summary_xlsx_has_the_same_rows(dataset: DataSet) -> None:
     rows = list(book["summary 1"].iter_rows(values_only=True))
     assert list(rows[1]) == SUMMARY_HEADER
     numeric = set(SUMMARY_HEADER) - TEXT_SUMMARY
-    assert [as_decimal(r) for r in rows[2:]] == [
+    assert [as_decimal(r) for r in rows[2 : 2 + len(SUMMARY_CSV)]] == [
         expected_xlsx_row(r, SUMMARY_HEADER, numeric) for r in SUMMARY_CSV
     ]
+    grand = rows[-1]
+    assert grand[0] == "Grand total, all currencies"
+    assert grand[SUMMARY_HEADER.index("purchases")] == sum(int(r[3]) for r in SUMMARY_CSV)
 
 
 def test_xlsx_continues_on_new_sheets_past_the_row_limit(
@@ -233,11 +266,19 @@ def test_xlsx_continues_on_new_sheets_past_the_row_limit(
 
     book = load_workbook(io.BytesIO(xlsx_of("detail", ReportFilter(OCTOBER))))
 
-    assert book.sheetnames == ["detail 1", "detail 2", "detail 3", "detail 4", "detail 5"]
+    # The totals do not fit under the last two rows: they get a sheet of their own.
+    assert book.sheetnames == [
+        "detail 1",
+        "detail 2",
+        "detail 3",
+        "detail 4",
+        "detail 5",
+        "detail totals",
+    ]
     order_ids = []
-    for sheet in book.worksheets:
+    for sheet in book.worksheets[:-1]:
         rows = list(sheet.iter_rows(values_only=True))
-        assert list(rows[1]) == DETAIL_HEADER
+        assert list(rows[1]) == xlsx_header(DETAIL_HEADER)
         assert 3 <= len(rows) <= 4
         order_ids += [r[4] for r in rows[2:]]
     assert order_ids == [r[4] for r in DETAIL_CSV]
@@ -248,7 +289,9 @@ def test_xlsx_of_an_empty_period_has_the_header_only(dataset: DataSet) -> None:
 
     book = load_workbook(io.BytesIO(xlsx_of("detail", flt)))
 
-    assert [list(r) for r in book["detail 1"].iter_rows(values_only=True)][1:] == [DETAIL_HEADER]
+    assert [list(r) for r in book["detail 1"].iter_rows(values_only=True)][1:] == [
+        xlsx_header(DETAIL_HEADER)
+    ]
 
 
 def test_xlsx_keeps_numbers_a_spreadsheet_cannot_hold_exactly_as_text() -> None:

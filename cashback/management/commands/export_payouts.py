@@ -26,6 +26,9 @@ class Command(BaseCommand):
         parser.add_argument("--tz", default="", help="IANA time zone; default TIME_ZONE")
         parser.add_argument("--format", dest="fmt", choices=reports.FORMATS, default="csv")
         parser.add_argument("--output", default="", help="file to write; default stdout")
+        parser.add_argument(
+            "--bom", action="store_true", help="CSV: start with a UTF-8 byte order mark (Excel)"
+        )
 
     @report_timeout()
     def handle(self, *args: Any, **opts: Any) -> None:
@@ -42,9 +45,9 @@ class Command(BaseCommand):
             if output:
                 # newline="": the csv module already ends lines with CRLF.
                 with open(output, "w", encoding="utf-8", newline="") as f:
-                    f.writelines(reports.csv_chunks(report, flt))
+                    f.writelines(reports.csv_chunks(report, flt, bom=opts["bom"]))
             else:
-                for chunk in reports.csv_chunks(report, flt):
+                for chunk in reports.csv_chunks(report, flt, bom=opts["bom"]):
                     self.stdout.write(chunk, ending="")
         elif output:
             with open(output, "wb") as f:
