@@ -604,3 +604,49 @@ def test_authentication_failed_is_matched_as_a_person_reads_it(message: str) -> 
 def test_other_errors_that_mention_authentication_are_rejections(message: str) -> None:
     body = json.dumps({"result": "error", "error": message}).encode()
     assert classify_response(200, body).outcome == Outcome.REJECTED
+
+
+# -- through the API: the purchase and its attempt keep the evidence --------------------------
+
+
+@pytest.mark.parametrize(
+    ("payload", "error", "excerpt"),
+    [
+        (
+            answer(302, b"see other", {"Location": "https://elsewhere.example/x"}),
+            "upstream answered a redirect (HTTP 302 to https://elsewhere.example/x), not followed",
+            "see other",
+        ),
+        (
+            answer(200, ok_with(cashback_amount=2**64, unit=UNIT[:-2] + "\x00=")),
+            "unexpected answer (HTTP 200, not the documented JSON: cashback_amount is not valid)",
+            json.dumps({"result": "ok", "cashback_amount": 2**64, "unit": UNIT[:-2] + "\x00="}),
+        ),
+        (
+            answer(200, b'{"result": "error", "error": "bad\\u0000 \\ud800"}'),
+            "unexpected answer (HTTP 200, not the documented JSON: error holds control characters)",
+            '{"result": "error", "error": "bad\\u0000 \\ud800"}',
+        ),
+    ],
+)
+def test_an_unusable_answer_leaves_the_purchase_unknown_with_its_evidence(
+    shop: Any,
+    settings: Any,
+    servers: list[ScriptedServer],
+    payload: bytes,
+    error: str,
+    excerpt: str,
+) -> None:
+    from cashback.models import Attempt
+
+    upstream = serve(servers, answering(payload))
+    settings.CASHBACK_API_URL = upstream.url()
+
+    response = shop.post_purchase()
+
+    assert response.status_code == 202
+    assert (response.json()["status"], response.json()["error"]) == ("unknown", error)
+    attempt = Attempt.objects.get()
+    assert (attempt.outcome, attempt.error) == (Outcome.AMBIGUOUS, error)
+    assert attempt.response_excerpt == excerpt
+    assert (attempt.cashback_amount, attempt.unit) == (None, None)
