@@ -47,39 +47,50 @@ def parse_rate(value: str) -> tuple[int, int] | None:
     return int(count), _PERIODS[period.strip()[0]]
 
 
-# --- Stores: hit(key, add, seconds) -> (count in the window, when the window ends) ----------
+# --- Stores: hits([(key, add, seconds), …]) -> [(count in the window, when it ends), …] ----
 
-# KEYS[1] the counter; ARGV[1] what to add (0: only read), ARGV[2] the window in ms.
-# Returns the count and the milliseconds left in the window (0 when there is none).
-_REDIS_HIT = """
-local add = tonumber(ARGV[1])
-local n
-if add > 0 then
-  n = redis.call('INCRBY', KEYS[1], add)
-  if n == add then redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
-else
-  n = tonumber(redis.call('GET', KEYS[1]) or '0')
+# For each counter i: KEYS[i], ARGV[2i-1] what to add (0: only read), ARGV[2i] the window in
+# ms. Returns each count and the milliseconds left in its window (0 when there is none).
+_REDIS_HITS = """
+local out = {}
+for i, key in ipairs(KEYS) do
+  local add = tonumber(ARGV[2 * i - 1])
+  local window = tonumber(ARGV[2 * i])
+  local n
+  if add > 0 then
+    n = redis.call('INCRBY', key, add)
+    if n == add then redis.call('PEXPIRE', key, window) end
+  else
+    n = tonumber(redis.call('GET', key) or '0')
+  end
+  local ttl = redis.call('PTTL', key)
+  if ttl == -1 and n > 0 then
+    redis.call('PEXPIRE', key, window)
+    ttl = window
+  end
+  out[2 * i - 1] = n
+  out[2 * i] = math.max(ttl, 0)
 end
-local ttl = redis.call('PTTL', KEYS[1])
-if ttl == -1 and n > 0 then
-  redis.call('PEXPIRE', KEYS[1], ARGV[2])
-  ttl = tonumber(ARGV[2])
-end
-return {n, math.max(ttl, 0)}
+return out
 """
 
 _scripts: dict[int, Any] = {}
 
+Hit = tuple[str, int, int]  # (counter, what to add, window in seconds)
 
-def _redis_hit(backend: RedisCache, key: str, add: int, seconds: int) -> tuple[int, float]:
+
+def _redis_hits(backend: RedisCache, items: list[Hit]) -> list[tuple[int, float]]:
     """Count in Redis with one EVALSHA (EVAL once, the first time a server sees it)."""
-    full_key = backend.make_and_validate_key(key)
-    client = backend._cache.get_client(full_key, write=True)  # type: ignore[attr-defined]
+    keys = [backend.make_and_validate_key(key) for key, _, _ in items]
+    # Django's Redis backend writes to its first server whatever the key: one client.
+    client = backend._cache.get_client(keys[0], write=True)  # type: ignore[attr-defined]
     script = _scripts.get(id(client))
     if script is None:
-        script = _scripts[id(client)] = client.register_script(_REDIS_HIT)
-    n, ttl_ms = script(keys=[full_key], args=[add, seconds * 1000])
-    return int(n), time.time() + int(ttl_ms) / 1000
+        script = _scripts[id(client)] = client.register_script(_REDIS_HITS)
+    args = [value for _, add, seconds in items for value in (add, seconds * 1000)]
+    flat = script(keys=keys, args=args)
+    now = time.time()
+    return [(int(flat[i]), now + int(flat[i + 1]) / 1000) for i in range(0, len(flat), 2)]
 
 
 class HostStore:
@@ -155,14 +166,20 @@ def _cache_hit(key: str, add: int, seconds: int) -> tuple[int, float]:
     return n, cache.get(f"{key}:end") or time.time() + seconds
 
 
-def hit(key: str, add: int, seconds: int) -> tuple[int, float]:
-    """Add `add` to the counter `key` and return (its count, when its window ends)."""
+def hits(items: list[Hit]) -> list[tuple[int, float]]:
+    """Add to each counter and return (its count, when its window ends), in one round trip."""
     backend = caches["default"]
     if isinstance(backend, RedisCache):
-        return _redis_hit(backend, key, add, seconds)
+        return _redis_hits(backend, items)
     if isinstance(backend, LocMemCache):
-        return host_store.hit(settings.THROTTLE_HOST_DB, key, add, seconds)
-    return _cache_hit(key, add, seconds)
+        path = settings.THROTTLE_HOST_DB
+        return [host_store.hit(path, key, add, seconds) for key, add, seconds in items]
+    return [_cache_hit(key, add, seconds) for key, add, seconds in items]
+
+
+def hit(key: str, add: int, seconds: int) -> tuple[int, float]:
+    """Add `add` to the counter `key` and return (its count, when its window ends)."""
+    return hits([(key, add, seconds)])[0]
 
 
 # --- Throttles -----------------------------------------------------------------------------
@@ -183,6 +200,10 @@ class CountingThrottle(BaseThrottle):
     def identity(self, request: Any) -> str | None:
         raise NotImplementedError
 
+    def key(self, ident: str) -> str:
+        """Return the store's name of the counter of `ident`."""
+        return f"throttle:{self.scope}:{ident}"
+
     def count(self, ident: str, *, add: int = 0) -> int:
         """Return the requests of `ident` in its current window, after adding `add`.
 
@@ -192,7 +213,7 @@ class CountingThrottle(BaseThrottle):
         assert self.rate is not None
         limit, duration = self.rate
         try:
-            n, end = hit(f"throttle:{self.scope}:{ident}", add, duration)
+            n, end = hit(self.key(ident), add, duration)
         except Exception:
             logger.warning("throttle store unavailable; request allowed", exc_info=True)
             return 0
@@ -237,6 +258,16 @@ class ClientIpThrottle(CountingThrottle):
     def identity(self, request: Any) -> str | None:
         return self.get_ident(request)
 
+    def allow_request(self, request: Any, view: Any) -> bool:
+        counted = getattr(request, "client_ip_count", None)
+        if counted is None or self.rate is None:
+            return super().allow_request(request, view)
+        # FailedAuthThrottle.blocked counted this request already, in its round trip.
+        n, end = counted
+        if n >= self.rate[0]:
+            self.window_end = end
+        return bool(n <= self.rate[0])
+
 
 class FailedAuthThrottle(ClientIpThrottle):
     """Limit each client address to `API_IP_THROTTLE_RATE` failed API key checks.
@@ -249,14 +280,28 @@ class FailedAuthThrottle(ClientIpThrottle):
     scope = "failed_auth"
 
     def blocked(self, request: Any) -> bool:
-        """Return whether this address used up its failures."""
+        """Return whether this address used up its failures.
+
+        The same round trip counts the request for ClientIpThrottle, which then reads the
+        result from the request instead of asking the store again.
+        """
         if self.rate is None:
             return False
         self.ident = self.identity(request) or "-"
-        if self.count(self.ident) < self.rate[0]:
+        by_address = ClientIpThrottle()
+        if by_address.rate is None:
+            return self.count(self.ident) >= self.rate[0]
+        items = [(self.key(self.ident), 0, self.rate[1])]
+        items.append((by_address.key(self.ident), 1, by_address.rate[1]))
+        try:
+            (failed, end), counted = hits(items)
+        except Exception:
+            logger.warning("throttle store unavailable; request allowed", exc_info=True)
             return False
-        metrics.THROTTLED.labels(scope=self.scope).inc()
-        return True
+        request.client_ip_count = counted
+        if failed >= self.rate[0]:
+            self.window_end = end
+        return failed >= self.rate[0]
 
     def record_failure(self) -> bool:
         """Count one failure of the address `blocked` was last asked about.

@@ -109,3 +109,20 @@ def test_the_host_store_counts_in_one_file_for_every_process(settings: Any, tmp_
     assert other == ["1", "2", "3"]
     assert counts == [4, 5, 6]
     assert 55 <= here.wait() <= 60  # type: ignore[operator]
+
+
+def test_requests_with_a_wrong_key_count_toward_the_address_rate(
+    make_merchant: Any, settings: Any
+) -> None:
+    from rest_framework.test import APIClient
+
+    settings.API_IP_THROTTLE_RATE = "3/m"
+    shop = make_merchant()
+    guesser = APIClient()
+    guesser.credentials(HTTP_AUTHORIZATION="Bearer cbk_guess")
+
+    answers = [guesser.get("/api/v1/balance").status_code for _ in range(2)]
+    answers += [shop.client.get("/api/v1/balance").status_code for _ in range(2)]
+
+    # The address sent four requests: the fourth is over its rate, whoever sent it.
+    assert answers == [401, 401, 200, 429]
