@@ -50,7 +50,7 @@ test-sqlite: install
 	$(TEST_ENV) DATABASE_URL=sqlite:///$(CURDIR)/.test-db.sqlite3 $(PY) -m pytest -n $(PYTEST_WORKERS) -q
 
 test-postgres: install
-	@if $(PY) -c 'import psycopg; psycopg.connect("$(PG_URL)".replace("/cashback_gateway", "/postgres"), connect_timeout=3).close()' 2>/dev/null; then \
+	@if $(PY) -c 'import psycopg; psycopg.connect("$(PG_URL)".rsplit("/", 1)[0] + "/postgres", connect_timeout=3).close()' 2>/dev/null; then \
 		$(TEST_ENV) DATABASE_URL=$(PG_URL) $(PY) -m pytest -n $(PYTEST_WORKERS) -q; \
 	elif [ -n "$$REQUIRE_POSTGRES" ]; then \
 		echo "PostgreSQL does not answer at $(PG_URL), and REQUIRE_POSTGRES is set."; exit 1; \
