@@ -293,3 +293,44 @@ def test_a_private_address_is_refused_at_delivery_time_too(
     assert delivery.state == "failed"
     assert "which is not a public address" in delivery.last_error
     assert receiver.received == []
+
+
+def test_balance_low_is_sent_once_per_crossing_and_rearmed_by_a_deposit(
+    make_merchant: Any, upstream: Any, receiver: Receiver, settings: Any
+) -> None:
+    settings.WEBHOOK_BALANCE_LOW_DAYS = 3
+    shop = make_merchant(percentage="10")
+    record_entry(shop.merchant, EntryKind.DEPOSIT, Decimal("10.00"), "EUR")
+    receiver.key = subscribe(shop, receiver.url)
+
+    # 1.00 reserved: 9.00 left at 1/7 a day is 63 days. 5.00 more: 4.00 left at 6/7 a day
+    # is 4.6 days. 1.00 more: 3.00 left at 1.00 a day is 3 days, not under 3.
+    for n, amount in enumerate(["10.00", "50.00", "10.00"]):
+        shop.post_purchase(order_id=f"A-{n}", currency_amount=amount)
+    assert not WebhookDelivery.objects.filter(event="balance.low").exists()
+    # 1.00 more: 2.00 left at 8/7 a day is 1.75 days: under. Then more purchases stay under.
+    for n in range(3, 6):
+        shop.post_purchase(order_id=f"A-{n}", currency_amount="10.00")
+    [low] = WebhookDelivery.objects.filter(event="balance.low")
+    assert low.purchase is None
+    assert low.payload == {
+        "merchant_id": shop.merchant.public_id,
+        "currency": "EUR",
+        "available": "2.00",
+        "reserved": "1.00",  # this purchase's, checked before it is sent
+        "daily_average": "1.15",
+        "runway_days": "1.7",
+        "threshold_days": "3",
+    }
+
+    record_entry(shop.merchant, EntryKind.DEPOSIT, Decimal("100.00"), "EUR")  # re-arms
+    shop.post_purchase(order_id="A-6", currency_amount="10.00")
+    assert WebhookDelivery.objects.filter(event="balance.low").count() == 1
+    record_entry(shop.merchant, EntryKind.WITHDRAWAL, Decimal("97.00"), "EUR")  # 2.00 left
+    shop.post_purchase(order_id="A-7", currency_amount="10.00")
+
+    assert WebhookDelivery.objects.filter(event="balance.low").count() == 2
+    while WebhookDelivery.objects.filter(state="pending").exists():
+        deliver_all()  # a few of one merchant's deliveries at a time
+    assert [v["type"] for v in receiver.verified].count("balance.low") == 2
+    assert receiver.refused == []
