@@ -528,3 +528,17 @@ def test_the_dashboard_shows_converted_purchases_per_settlement_and_sent_currenc
     page = response.content.decode()
     assert '<tr data-conversion="GBP-EUR">' in page
     assert "13.50 GBP" in page and "16.19 EUR" in page
+
+
+def test_the_openapi_schema_documents_both_amounts_and_the_rates(db: None) -> None:
+    response = Client().get("/api/schema/", HTTP_ACCEPT="application/vnd.oai.openapi+json")
+    schemas = response.json()["components"]["schemas"]
+
+    purchase = schemas["Purchase"]["properties"]
+    assert purchase["currency"]["description"] == "The currency the merchant sent."
+    assert "settlement currency" in purchase["settlement_currency"]["description"]
+    assert purchase["settlement_amount"]["format"] == "decimal"
+    assert purchase["fx"]["nullable"] is True
+    assert set(schemas["Fx"]["properties"]) == {"rate", "settlement_rate", "date", "source"}
+    request = schemas["PurchaseRequestRequest"]["properties"]["currency"]
+    assert "ISO 4217" in request["description"]
