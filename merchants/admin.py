@@ -323,8 +323,13 @@ class MerchantAdmin(AuditedModelAdmin):
             )
             messages.warning(
                 request,
-                f"New API key “{key.name or key}” for {merchant.public_id}: {raw} — "
-                "copy it now; it is stored only as a hash and will not be shown again.",
+                format_html(
+                    "New API key “{}” for {}: {} — copy it now; it is stored only as a hash "
+                    "and will not be shown again.",
+                    key.name or key,
+                    merchant.public_id,
+                    one_time_secret(raw),
+                ),
             )
 
     def _revoke_keys(self, request: HttpRequest, formset: Any) -> None:
@@ -395,11 +400,19 @@ class MerchantAdmin(AuditedModelAdmin):
         return super().change_view(request, object_id, form_url, extra_context)
 
 
+def one_time_secret(secret: str) -> str:
+    """Return a secret shown once as HTML: backoffice.js puts a copy button beside it."""
+    return format_html('<code class="one-time-secret">{}</code>', secret)
+
+
 def _show_secret(request: HttpRequest, merchant: Merchant, secret: str) -> None:
     messages.warning(
         request,
-        f"New webhook signing secret for {merchant.public_id}: {secret} — copy it now; "
-        "it will not be shown again.",
+        format_html(
+            "New webhook signing secret for {}: {} — copy it now; it will not be shown again.",
+            merchant.public_id,
+            one_time_secret(secret),
+        ),
     )
 
 

@@ -275,10 +275,15 @@ def test_a_webhook_url_gets_a_secret_shown_once_and_rotation_shows_a_new_one(
     shop.merchant.refresh_from_db()
     first = shop.merchant.webhook_secret
     assert first.startswith("whsec_")
+    # The secret is marked for the copy button (backoffice.js), inside the message.
     assert (
-        f"New webhook signing secret for shop-1: {first} — copy it now; it will not be shown again."
-        in messages_of(page)
+        "New webhook signing secret for shop-1: "
+        f'<code class="one-time-secret">{first}</code>'
+        " — copy it now; it will not be shown again." in messages_of(page)
     )
+    html = page.content.decode()
+    assert f'<code class="one-time-secret">{first}</code>' in html
+    assert "backoffice/backoffice.js" in html
     assert first not in admin_client.get(url).content.decode()
     event = AuditEvent.objects.get(action="change")
     assert event.changes == {

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 from decimal import Decimal
 from typing import Any
 
@@ -53,18 +54,23 @@ class Command(BaseCommand):
                 memo="demo deposit",
                 actor=actor,
             )
-        # Keys are stored hashed, so each run issues a fresh demo key and revokes the last.
+        # Keys are stored hashed, so each run issues a fresh demo key and revokes every other
+        # key of the demo merchant (the last run's, and the unprinted one create_merchant
+        # made): only the key printed below works.
         from django.utils import timezone
 
-        ApiKey.objects.filter(
-            merchant=merchant, name=DEMO_KEY_NAME, revoked_at__isnull=True
+        demo_key, key = ApiKey.issue(merchant, name=DEMO_KEY_NAME)
+        ApiKey.objects.filter(merchant=merchant, revoked_at__isnull=True).exclude(
+            pk=demo_key.pk
         ).update(revoked_at=timezone.now())
-        _, key = ApiKey.issue(merchant, name=DEMO_KEY_NAME)
+        # A new order id each run: the printed curl is answered 201, not a 200 replay of the
+        # order an earlier run stored.
+        order_id = f"A-{timezone.now():%Y%m%d-%H%M%S}-{secrets.token_hex(2)}"
 
         body = json.dumps(
             {
                 "customer": "c-42",
-                "order_id": "A-1001",
+                "order_id": order_id,
                 "description": "coffee",
                 "address": "WR5FPYE6LHBQ57ZCFUTJXDDNHWK5355S",
                 "currency": "EUR",
