@@ -94,7 +94,8 @@ class GatewayServer:
             stdout=self._log,
             stderr=subprocess.STDOUT,
         )
-        deadline = time.monotonic() + 30
+        # Generous: on a shared 2-core machine several workers can take long to boot.
+        deadline = time.monotonic() + 90
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"gunicorn exited:\n{self.log()}")
@@ -109,7 +110,8 @@ class GatewayServer:
 
     def log(self) -> str:
         """Return everything the server printed so far."""
-        self._log.flush()
+        if not self._log.closed:
+            self._log.flush()
         return self.log_path.read_text(errors="replace")
 
     def stop(self) -> None:

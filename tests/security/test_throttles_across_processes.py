@@ -1,4 +1,4 @@
-"""Throttles hold across the processes of a host with the defaults (a live gunicorn with four
+"""Throttles hold across the processes of a host with the defaults (a live gunicorn with three
 workers), and cost one Redis round trip per check with `CACHE_URL=redis://…`."""
 
 from __future__ import annotations
@@ -30,22 +30,22 @@ def _burst(url: str, headers: dict[str, str], n: int) -> list[int]:
         return list(pool.map(one, range(n)))
 
 
-def test_the_key_limit_holds_across_four_gunicorn_workers(
+def test_the_key_limit_holds_across_three_gunicorn_workers(
     start_gateway: Any, make_merchant: Any
 ) -> None:
     shop = make_merchant()
     # The default cache (local memory, per process): each worker alone would let 20 through.
-    server = start_gateway(GUNICORN_WORKERS="4", GUNICORN_THREADS="2", API_THROTTLE_RATE="20/m")
+    server = start_gateway(GUNICORN_WORKERS="3", GUNICORN_THREADS="2", API_THROTTLE_RATE="20/m")
 
     codes = _burst(f"{server.url}/api/v1/balance", {"Authorization": f"Bearer {shop.key}"}, 80)
 
     assert (codes.count(200), codes.count(429)) == (20, 60), server.log()
 
 
-def test_the_failed_key_limit_holds_across_four_gunicorn_workers(
+def test_the_failed_key_limit_holds_across_three_gunicorn_workers(
     start_gateway: Any, shop: Any
 ) -> None:
-    server = start_gateway(GUNICORN_WORKERS="4", GUNICORN_THREADS="2", API_IP_THROTTLE_RATE="20/m")
+    server = start_gateway(GUNICORN_WORKERS="3", GUNICORN_THREADS="2", API_IP_THROTTLE_RATE="20/m")
     url = f"{server.url}/api/v1/balance"
 
     guesses = _burst(url, {"Authorization": "Bearer cbk_guess"}, 80)
