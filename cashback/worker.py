@@ -37,6 +37,8 @@ logger = logging.getLogger(__name__)
 # How long the dispatcher lets freed slots gather before claiming for them (bounded: it then
 # claims for whatever is free, so a few stalled slots never hold up the others).
 COALESCE_SECONDS = 0.005
+# How often a busy dispatcher looks for due webhooks while only sends free slots.
+WEBHOOK_CLAIM_SECONDS = 0.25
 
 # The status changes are cashback.lifecycle's; this loop calls them by name.
 LEASE_EXPIRED = lifecycle.LEASE_EXPIRED
@@ -145,6 +147,8 @@ class Dispatcher:
         self.hooks = Slots("webhook", settings.WEBHOOK_WORKER_THREADS, self.wake)
         self.listener = Listener(self.wake, stop)
         self.passes = 0  # dispatcher iterations, for tests and the heartbeat
+        self._next_hook_claim = 0.0
+        self._hooks_more = True
         self.heartbeat = Heartbeat()
 
     def run(self) -> None:
@@ -207,12 +211,31 @@ class Dispatcher:
                 self.sends.submit(_send, purchase)
             more = len(claimed) == free
         free = self.hooks.free()
-        if free:
+        # Not on every freed send slot: at most every WEBHOOK_CLAIM_SECONDS, unless a delivery
+        # just finished or the last claim filled every free slot (there may be more due).
+        if free and (self._hooks_more or time.monotonic() >= self._next_hook_claim):
             deliveries = webhooks.claim_due(now, limit=free)
+            # Set before submitting, so a delivery that finishes at once still says so.
+            self._hooks_more = len(deliveries) == free
+            self._next_hook_claim = time.monotonic() + min(
+                WEBHOOK_CLAIM_SECONDS, settings.CASHBACK_WORKER_IDLE_SLEEP
+            )
+            more = more or self._hooks_more
             for delivery in deliveries:
-                self.hooks.submit(webhooks.deliver_claimed, delivery)
-            more = more or len(deliveries) == free
+                self.hooks.submit(_delivered(self), delivery)
         return more
+
+
+def _delivered(dispatcher: Dispatcher) -> Callable[[Any], None]:
+    """Deliver one webhook, then let the dispatcher claim for the freed slot at once."""
+
+    def deliver(delivery: Any) -> None:
+        try:
+            webhooks.deliver_claimed(delivery)
+        finally:
+            dispatcher._hooks_more = True
+
+    return deliver
 
 
 def run_forever(stop: threading.Event) -> None:
