@@ -5,6 +5,8 @@ Each round runs the floor (every purchase sent within its request), then the gat
 the worker has sent every purchase of the run. Three results per round:
 
 - `floor`: purchases sent per second (each request stores, calls upstream, records).
+- `gateway`: the gateway's own POST without the header (sent within the request), to tell
+  what the header buys from what the gateway's request path costs.
 - `async-intake`: 202 answers per second (stored and reserved, not yet sent); target ≥ 1.5×.
 - `async-drained`: purchases *sent* per second, from the first request of the run to the
   worker's last `sent_at`, with p50/p99 of each purchase's `sent_at − created_at` and the CPU
@@ -141,7 +143,7 @@ def measure(
     rounds: int,
     fmt: Callable[[Result], str],
 ) -> list[list[Result]]:
-    """Alternate floor and respond-async rounds; return [floor, intake, drained] per round."""
+    """Alternate floor, gateway and respond-async runs; return their results per round."""
     print(
         f"\n== Prefer: respond-async: {clients} clients, {rounds} rounds of {seconds:g} s, "
         f"{WORKERS} cashback_worker processes draining",
@@ -173,6 +175,15 @@ def measure(
                 tag=f"af-{stamp}-{i}",
                 master_pid=floor.process.pid,
             )
+            sync = run_load(
+                "gateway",
+                gateway.port,
+                key,
+                clients=clients,
+                seconds=seconds,
+                tag=f"as-{stamp}-{i}",
+                master_pid=gateway.process.pid,
+            )
             tag = f"aa-{stamp}-{i}"
             gateway_cpu = cpu_seconds(server_pids(gateway.process.pid))
             worker_cpu = cpu_seconds(worker_pids)
@@ -187,11 +198,12 @@ def measure(
                 + cpu_seconds(worker_pids)
                 - worker_cpu
             )
-            row = [base, intake, drained]
+            row = [base, sync, intake, drained]
             for r in row:
                 print(f"  {fmt(r)}", flush=True)
             print(
-                f"  round {i + 1}: intake/floor {intake.rps / base.rps:.2f}x, "
+                f"  round {i + 1}: gateway/floor {sync.rps / base.rps:.2f}x, "
+                f"intake/floor {intake.rps / base.rps:.2f}x, "
                 f"drained/floor {drained.rps / base.rps:.2f}x",
                 flush=True,
             )

@@ -293,7 +293,7 @@ def run_async(
         rounds=args.rounds,
         fmt=fmt,
     )
-    labels = ["floor", "async-intake", "async-drained"]
+    labels = ["floor", "gateway", "async-intake", "async-drained"]
     rows.append((Comparison("respond-async, 0 ms", labels, runs), async_intake.TARGETS))
 
 
