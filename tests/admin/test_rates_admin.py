@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import secrets
 from typing import Any
 
 from django.test import Client
@@ -9,6 +10,7 @@ from django.utils import timezone
 
 from audit.models import AuditEvent
 from cashback.models import Purchase, Rate
+from merchants.models import Merchant
 
 
 def test_an_admin_records_an_override_with_a_reason_and_it_is_audited(
@@ -93,3 +95,29 @@ def test_the_purchase_page_shows_both_amounts_of_a_converted_purchase(
     page = admin_client.get(f"/admin/cashback/purchase/{purchase.pk}/change/").content.decode()
 
     assert "14.99" in page and "12.50" in page and "0.8338 per EUR" in page
+
+
+def test_admins_see_which_merchants_have_not_rotated_to_a_standard_secret(
+    admin_client: Client, make_merchant: Any
+) -> None:
+    old, new, none = make_merchant(), make_merchant(), make_merchant()
+    old_secret = "whsec_" + secrets.token_urlsafe(32)  # the form issued before
+    Merchant.objects.filter(pk=old.merchant.pk).update(
+        webhook_url="https://example.com/h", webhook_secret=old_secret
+    )
+    rotated = new.merchant
+    rotated.webhook_url = "https://example.com/h"
+    rotated.rotate_webhook_secret()
+    rotated.save()
+
+    def listed(query: str) -> set[str]:
+        response = admin_client.get(f"/admin/merchants/merchant/{query}")
+        assert response.status_code == 200
+        return {m.public_id for m in response.context["cl"].result_list}
+
+    assert listed("?webhook_secret=legacy") == {old.merchant.public_id}
+    assert listed("?webhook_secret=standard") == {rotated.public_id}
+    assert none.merchant.public_id in listed("")
+    page = admin_client.get("/admin/merchants/merchant/").content.decode()
+    assert "old form: rotate (still sends X-Cashback-Signature)" in page
+    assert old_secret not in page and rotated.webhook_secret not in page
