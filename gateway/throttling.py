@@ -266,7 +266,10 @@ class ClientIpThrottle(CountingThrottle):
         n, end = counted
         if n >= self.rate[0]:
             self.window_end = end
-        return bool(n <= self.rate[0])
+        if n <= self.rate[0]:
+            return True
+        metrics.THROTTLED.labels(scope=self.scope).inc()
+        return False
 
 
 class FailedAuthThrottle(ClientIpThrottle):
@@ -290,7 +293,10 @@ class FailedAuthThrottle(ClientIpThrottle):
         self.ident = self.identity(request) or "-"
         by_address = ClientIpThrottle()
         if by_address.rate is None:
-            return self.count(self.ident) >= self.rate[0]
+            if self.count(self.ident) < self.rate[0]:
+                return False
+            metrics.THROTTLED.labels(scope=self.scope).inc()
+            return True
         items = [(self.key(self.ident), 0, self.rate[1])]
         items.append((by_address.key(self.ident), 1, by_address.rate[1]))
         try:
@@ -299,9 +305,11 @@ class FailedAuthThrottle(ClientIpThrottle):
             logger.warning("throttle store unavailable; request allowed", exc_info=True)
             return False
         request.client_ip_count = counted
-        if failed >= self.rate[0]:
-            self.window_end = end
-        return failed >= self.rate[0]
+        if failed < self.rate[0]:
+            return False
+        self.window_end = end
+        metrics.THROTTLED.labels(scope=self.scope).inc()
+        return True
 
     def record_failure(self) -> bool:
         """Count one failure of the address `blocked` was last asked about.
@@ -312,4 +320,7 @@ class FailedAuthThrottle(ClientIpThrottle):
         """
         if self.rate is None:
             return False
-        return self.count(self.ident, add=1) > self.rate[0]
+        over = self.count(self.ident, add=1) > self.rate[0]
+        if over:
+            metrics.THROTTLED.labels(scope=self.scope).inc()
+        return over

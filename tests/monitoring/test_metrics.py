@@ -69,3 +69,25 @@ def test_database_gauges_are_read_once_per_cache_period(settings: Any) -> None:
 
 def test_metrics_are_refused_for_post() -> None:
     assert Client().post("/metrics").status_code == 405
+
+
+def test_refused_api_keys_and_throttled_guesses_are_counted(settings: Any) -> None:
+    import random
+
+    from prometheus_client import REGISTRY
+    from rest_framework.test import APIClient
+
+    settings.API_IP_THROTTLE_RATE = "2/m"
+    address = f"203.0.113.{random.randint(1, 254)}"
+
+    def sample(name: str, **labels: str) -> float:
+        return REGISTRY.get_sample_value(name, labels) or 0.0
+
+    failures = sample("cashback_api_auth_failures_total")
+    throttled = sample("cashback_throttled_requests_total", scope="failed_auth")
+    client = APIClient(REMOTE_ADDR=address)
+    client.credentials(HTTP_AUTHORIZATION="Bearer cbk_wrongwrongwrong")
+    codes = [client.get("/api/v1/merchant").status_code for _ in range(4)]
+    assert codes == [401, 401, 429, 429]
+    assert sample("cashback_api_auth_failures_total") == failures + 2
+    assert sample("cashback_throttled_requests_total", scope="failed_auth") == throttled + 2
