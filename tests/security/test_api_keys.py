@@ -158,9 +158,24 @@ def test_last_use_time_and_address_are_recorded(shop: Any) -> None:
     assert key.last_used_ip == "203.0.113.7"
     assert before <= key.last_used_at <= timezone.now()
 
+    # Within the minute another address writes nothing (no UPDATE per request, no row lock
+    # for terminals sharing a key); once the minute is over, the next request records it.
+    get_balance(shop.key, REMOTE_ADDR="2001:db8::1")
+    key.refresh_from_db()
+    assert key.last_used_ip == "203.0.113.7"
+    ApiKey.objects.filter(pk=key.pk).update(last_used_at=before - timedelta(seconds=61))
     get_balance(shop.key, REMOTE_ADDR="2001:db8::1")
     key.refresh_from_db()
     assert key.last_used_ip == "2001:db8::1"
+    assert key.last_used_at >= before
+
+
+def test_requests_within_a_minute_write_last_use_once(
+    shop: Any, django_assert_num_queries: Any
+) -> None:
+    get_balance(shop.key, REMOTE_ADDR="203.0.113.7")  # writes last-used
+    with django_assert_num_queries(2):  # the key with its merchant; the balances
+        assert get_balance(shop.key, REMOTE_ADDR="198.51.100.4").status_code == 200
 
 
 def test_a_forged_forwarded_address_is_not_stored_and_not_a_500(shop: Any, settings: Any) -> None:
@@ -170,6 +185,7 @@ def test_a_forged_forwarded_address_is_not_stored_and_not_a_500(shop: Any, setti
     assert response.status_code == 200
     assert ApiKey.objects.get(merchant=shop.merchant).last_used_ip is None
 
+    ApiKey.objects.filter(merchant=shop.merchant).update(last_used_at=None)
     get_balance(shop.key, HTTP_X_FORWARDED_FOR="198.51.100.1, 192.0.2.9")
     assert ApiKey.objects.get(merchant=shop.merchant).last_used_ip == "192.0.2.9"
 
