@@ -273,6 +273,10 @@ def run_comparisons(bench: Bench, key: str, args: argparse.Namespace) -> None:
         run_50ms(bench, key, args, rows)
     if args.only in ("all", "async"):
         run_async(bench, key, args, rows)
+    if args.only in ("all", "c1"):
+        run_c1(bench, key, args, rows)
+    if args.only == "gunicorn":
+        run_gunicorn(bench, key, args, rows)
     print_table(rows)
 
 
@@ -310,6 +314,35 @@ def run_0ms(
             targets.insert(1, Target("floor-orm", floor, "/orm/purchases"))
         c = compare("upstream 0 ms", targets, key, 32, args.seconds, args.rounds)
         rows.append((c, {"gateway": "≥ 0.80x, p50 ≤ 1.25x"}))
+
+
+def run_c1(
+    bench: Bench, key: str, args: argparse.Namespace, rows: list[tuple[Comparison, dict[str, str]]]
+) -> None:
+    """One client at a time, 0 ms: the latency a lone point of sale sees."""
+    with (
+        bench.sandbox(0),
+        bench.gunicorn("floor", FLOOR_APP) as floor,
+        bench.gunicorn("gateway", GATEWAY_APP) as gateway,
+    ):
+        targets = [Target("floor", floor), Target("gateway", gateway)]
+        c = compare("0 ms, concurrency 1", targets, key, 1, args.seconds, args.rounds)
+        rows.append((c, {"gateway": "p50 ≤ 1.30x"}))
+
+
+def run_gunicorn(
+    bench: Bench, key: str, args: argparse.Namespace, rows: list[tuple[Comparison, dict[str, str]]]
+) -> None:
+    """The gateway under 4 workers × 8 threads against 2 × 16 and 2 × 8 (0 ms, 32 clients)."""
+    with (
+        bench.sandbox(0),
+        bench.gunicorn("gw-4x8", GATEWAY_APP, GUNICORN_WORKERS="4", GUNICORN_THREADS="8") as a,
+        bench.gunicorn("gw-2x16", GATEWAY_APP, GUNICORN_WORKERS="2", GUNICORN_THREADS="16") as b,
+        bench.gunicorn("gw-2x8", GATEWAY_APP, GUNICORN_WORKERS="2", GUNICORN_THREADS="8") as c2,
+    ):
+        targets = [Target("gw-4x8", a), Target("gw-2x16", b), Target("gw-2x8", c2)]
+        c = compare("gunicorn, 0 ms", targets, key, 32, args.seconds, args.rounds)
+        rows.append((c, {}))
 
 
 def run_50ms(
@@ -386,7 +419,7 @@ def main() -> None:
     )
     parser.add_argument(
         "--only",
-        choices=("all", "0ms", "50ms", "sync", "async"),
+        choices=("all", "0ms", "50ms", "sync", "async", "c1", "gunicorn"),
         default="all",
         help="one comparison",
     )

@@ -380,7 +380,7 @@ CASHBACK_WORKER_HOUSEKEEPING_INTERVAL = env.float(
 # The upstream connection pool: as large as the threads of a gunicorn worker or a worker.
 CASHBACK_HTTP_POOL_SIZE = env.int(
     "CASHBACK_HTTP_POOL_SIZE",
-    default=max(env.int("GUNICORN_THREADS", default=8), CASHBACK_WORKER_THREADS),
+    default=max(env.int("GUNICORN_THREADS", default=16), CASHBACK_WORKER_THREADS),
 )
 
 # --- Merchant webhooks ----------------------------------------------------------------------
