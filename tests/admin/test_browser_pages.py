@@ -349,6 +349,20 @@ def test_reconcile_in_the_browser_from_unknown_to_sent_with_the_amount_pre_fille
         page.click("input[name=apply]")
         page.wait_for_selector(".messagelist")
         assert "mark sent done; status unknown → sent." in page.inner_text(".messagelist")
+
+        # A one-time secret gets a copy button from the site's own script, under the CSP.
+        refused: list[str] = []
+        page.on(
+            "console", lambda m: refused.append(m.text) if "Content Security" in m.text else None
+        )
+        page.goto(f"{live_server.url}/admin/merchants/merchant/")
+        page.check(f"input[name=_selected_action][value='{world['merchant'].pk}']")
+        page.select_option("select[name=action]", "rotate_webhook_secret")
+        page.click("button[name=index]")
+        page.wait_for_selector("code.one-time-secret + button.copy-secret")
+        assert page.inner_text("button.copy-secret") == "Copy"
+        page.click("button.copy-secret")
+        assert refused == []
     finally:
         context.close()
     unknown.refresh_from_db()
