@@ -40,8 +40,9 @@ CHROMIUM_ARGS = [
 ]
 VIEWPORTS = {"desktop": (1366, 768), "phone": (390, 844)}
 UNIT = "kYbc5KGKB/KnjynYePEF4cpumKmOz22xVKSVWbmtZ0M="
-# A number in exponent notation as Decimal or float would print it: 0E-8, 6.3e-06, 1E+3.
-EXPONENT = re.compile(r"\b\d+(?:\.\d+)?[eE][-+]\d+\b")
+# A number in exponent notation as Decimal or float would print it: 0E-8, 6.3e-06, 1E+3;
+# not a piece of a UUID or a unit ("…-432e-4742-…"), which hex digits and dashes surround.
+EXPONENT = re.compile(r"(?<![\w.-])\d+(?:\.\d+)?[eE][-+]\d+(?![\w-])")
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
