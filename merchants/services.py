@@ -24,7 +24,7 @@ from django.utils.text import slugify
 
 from audit import services as audit
 from gateway.exceptions import DomainError, InsufficientDeposit, InvalidInput
-from gateway.money import AmountError, check_amount, to_minor
+from gateway.money import MAX_MINOR, AmountError, check_amount, format_minor, to_minor
 from merchants.models import (
     ENTRY_EFFECTS,
     ApiKey,
@@ -115,6 +115,9 @@ def _move(
         currency=currency,
         available_minor__gte=-available_delta,
         reserved_minor__gte=-reserved_delta,
+        # …and never past what a 64-bit column holds, which would be a database error.
+        available_minor__lte=MAX_MINOR - max(available_delta, 0),
+        reserved_minor__lte=MAX_MINOR - max(reserved_delta, 0),
     ).update(
         available_minor=F("available_minor") + available_delta,
         reserved_minor=F("reserved_minor") + reserved_delta,
@@ -168,6 +171,11 @@ def record_entry(
         entry = _move(merchant.pk, currency, kind, minor, user=user, memo=memo)
         if entry is None:
             balance = Balance.objects.get(merchant=merchant, currency=currency)
+            if minor > 0:
+                raise InvalidInput(
+                    f"amount: the available balance is {balance.available} {currency}, and it "
+                    f"can hold at most {format_minor(MAX_MINOR, currency)} {currency}."
+                )
             raise InsufficientDeposit(
                 f"Available balance is {balance.available} {currency}; it cannot go below zero."
             )

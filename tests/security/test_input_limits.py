@@ -272,3 +272,20 @@ def test_record_deposit_refuses_a_memo_longer_than_its_column(shop: Any) -> None
 
     assert str(refused.value) == "--memo has 501 characters; at most 500."
     assert LedgerEntry.objects.count() == 0
+
+
+def test_a_deposit_that_would_overflow_the_balance_is_refused_and_records_nothing(
+    shop: Any,
+) -> None:
+    most = "999999999.999999999"  # the largest GBYTE amount of 18 digits
+    for _ in range(9):  # 8,999,999,999,999,999,991 bytes: still fits 64 bits
+        call_command("record_deposit", shop.merchant.public_id, most, "GBYTE", stdout=io.StringIO())
+
+    with pytest.raises(CommandError) as refused:
+        call_command("record_deposit", shop.merchant.public_id, most, "GBYTE", stdout=io.StringIO())
+
+    assert str(refused.value) == (
+        "amount: the available balance is 8999999999.999999991 GBYTE, and it can hold at most "
+        "9223372036.854775807 GBYTE."
+    )
+    assert LedgerEntry.objects.count() == 9
