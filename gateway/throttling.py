@@ -125,11 +125,12 @@ class HostStore:
             # Another user made the file first (a shared /tmp): it could forge the counts.
             raise PermissionError(f"{path} belongs to another user; set THROTTLE_HOST_DB")
         os.chmod(path, 0o600)
-        conn.execute("PRAGMA journal_mode=WAL")
+        _busy_retried(conn.execute, "PRAGMA journal_mode=WAL")
         conn.execute("PRAGMA synchronous=OFF")
-        conn.execute(
+        _busy_retried(
+            conn.execute,
             "CREATE TABLE IF NOT EXISTS hits "
-            "(key TEXT PRIMARY KEY, n INTEGER NOT NULL, window_end REAL NOT NULL) WITHOUT ROWID"
+            "(key TEXT PRIMARY KEY, n INTEGER NOT NULL, window_end REAL NOT NULL) WITHOUT ROWID",
         )
         local.key, local.conn, local.calls = (os.getpid(), path), conn, 0
         return conn
@@ -140,8 +141,8 @@ class HostStore:
         if not add:
             row = conn.execute(self._READ, (key, now)).fetchone()
             return (int(row[0]), float(row[1])) if row else (0, now + seconds)
-        n, end = conn.execute(
-            self._UPSERT, {"key": key, "add": add, "end": now + seconds, "now": now}
+        n, end = _busy_retried(
+            conn.execute, self._UPSERT, {"key": key, "add": add, "end": now + seconds, "now": now}
         ).fetchone()
         self._local.calls += 1
         if self._local.calls % self._PURGE_EVERY == 0:
@@ -150,6 +151,23 @@ class HostStore:
 
 
 host_store = HostStore()
+
+
+def _busy_retried(execute: Any, *args: Any) -> Any:
+    """Run `execute(*args)`, retrying while SQLite answers "database is locked".
+
+    SQLite skips its busy handler for some lock changes (switching a new file to WAL, a
+    write that meets a newer snapshot): without this, the first burst of simultaneous
+    processes on a fresh counter file failed open and let a request too many through.
+    """
+    for attempt in range(20):
+        try:
+            return execute(*args)
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) and "busy" not in str(exc):
+                raise
+            time.sleep(0.002 * (attempt + 1))
+    return execute(*args)
 
 
 def _cache_hit(key: str, add: int, seconds: int) -> tuple[int, float]:

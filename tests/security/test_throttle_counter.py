@@ -126,3 +126,26 @@ def test_requests_with_a_wrong_key_count_toward_the_address_rate(
 
     # The address sent four requests: the fourth is over its rate, whoever sent it.
     assert answers == [401, 401, 200, 429]
+
+
+def test_simultaneous_first_hits_on_a_fresh_host_counter_file_all_count(tmp_path: Any) -> None:
+    # Thirty processes' first requests on a new file: SQLite answered "database is locked"
+    # to some of them without waiting (switching the file to WAL), and those failed open.
+    from gateway.throttling import HostStore
+
+    for trial in range(100):
+        store, path = HostStore(), str(tmp_path / f"{trial}.sqlite3")
+        barrier = threading.Barrier(30)
+        counts: list[int] = []
+
+        def hit(store: HostStore = store, path: str = path, barrier: Any = barrier) -> None:
+            barrier.wait()
+            counts.append(store.hit(path, "k", 1, 60)[0])
+
+        threads = [threading.Thread(target=hit) for _ in range(30)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+
+        assert sorted(counts) == list(range(1, 31)), f"trial {trial}"
