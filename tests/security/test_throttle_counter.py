@@ -138,7 +138,9 @@ def test_simultaneous_first_hits_on_a_fresh_host_counter_file_all_count(tmp_path
         barrier = threading.Barrier(30)
         counts: list[int] = []
 
-        def hit(store: HostStore = store, path: str = path, barrier: Any = barrier) -> None:
+        def hit(
+            store: HostStore = store, path: str = path, barrier: Any = barrier, counts: Any = counts
+        ) -> None:
             barrier.wait()
             counts.append(store.hit(path, "k", 1, 60)[0])
 
