@@ -42,6 +42,7 @@ from cashback.models import (
 from cashback.webhooks import redeliver
 from gateway import display
 from gateway.exceptions import DomainError
+from merchants.admin import merchant_link
 
 # There is no public site: admin's "View site" would lead to a bare 404 at /.
 admin.site.site_url = None
@@ -61,12 +62,16 @@ def purchase_link(purchase: Purchase | None) -> SafeString | str:
     return format_html('<a href="{}">{}</a>', url, purchase.order_id)
 
 
-def merchant_link(merchant: Any) -> SafeString | str:
-    """Return a link to a merchant's page, named by its public id."""
-    if merchant is None:
-        return display.EMPTY
-    url = reverse("admin:merchants_merchant_change", args=[merchant.pk])
-    return format_html('<a href="{}" title="{}">{}</a>', url, merchant.name, merchant.public_id)
+class PurchaseLinks:
+    """List columns linking a row's purchase and that purchase's merchant."""
+
+    @admin.display(description="purchase", ordering="purchase__order_id")
+    def purchase_link(self, obj: Any) -> SafeString | str:
+        return purchase_link(obj.purchase)
+
+    @admin.display(description="merchant")
+    def merchant_link(self, obj: Any) -> SafeString | str:
+        return merchant_link(obj.purchase.merchant)
 
 
 def answered_bytes(attempt: Attempt) -> int | None:
@@ -621,7 +626,7 @@ class PurchaseAdmin(ViewOnlyAdmin):
 
 
 @admin.register(Attempt)
-class AttemptAdmin(ViewOnlyAdmin):
+class AttemptAdmin(PurchaseLinks, ViewOnlyAdmin):
     list_display = [
         "started_at",
         "purchase_link",
@@ -648,21 +653,13 @@ class AttemptAdmin(ViewOnlyAdmin):
     ]
     fields = tuple(readonly_fields)
 
-    @admin.display(description="purchase", ordering="purchase__order_id")
-    def purchase_link(self, obj: Attempt) -> SafeString | str:
-        return purchase_link(obj.purchase)
-
-    @admin.display(description="merchant")
-    def merchant_link(self, obj: Attempt) -> SafeString | str:
-        return merchant_link(obj.purchase.merchant)
-
     @admin.display(description="answer / error")
     def answer(self, obj: Attempt) -> SafeString:
         return attempt_answer(obj)
 
 
 @admin.register(PurchaseAction)
-class PurchaseActionAdmin(ViewOnlyAdmin):
+class PurchaseActionAdmin(PurchaseLinks, ViewOnlyAdmin):
     list_display = [
         "created_at",
         "purchase_link",
@@ -687,14 +684,6 @@ class PurchaseActionAdmin(ViewOnlyAdmin):
         "created_at",
     ]
     fields = tuple(readonly_fields)
-
-    @admin.display(description="purchase", ordering="purchase__order_id")
-    def purchase_link(self, obj: PurchaseAction) -> SafeString | str:
-        return purchase_link(obj.purchase)
-
-    @admin.display(description="merchant")
-    def merchant_link(self, obj: PurchaseAction) -> SafeString | str:
-        return merchant_link(obj.purchase.merchant)
 
 
 @admin.register(WebhookDelivery)

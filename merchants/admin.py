@@ -687,8 +687,10 @@ class LedgerEntryAdmin(admin.ModelAdmin):
         return format_html('<a href="{}">{}</a>', url, obj.purchase.order_id)
 
 
-def merchant_link(merchant: Merchant) -> str:
+def merchant_link(merchant: Merchant | None) -> str:
     """Return a link to a merchant's page, named by its public id (the name in the tooltip)."""
+    if merchant is None:
+        return display.EMPTY
     url = reverse("admin:merchants_merchant_change", args=[merchant.pk])
     return format_html('<a href="{}" title="{}">{}</a>', url, merchant.name, merchant.public_id)
 
