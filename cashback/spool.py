@@ -27,7 +27,7 @@ from django.db import InterfaceError, OperationalError, close_old_connections, c
 
 from cashback import lifecycle
 from cashback.client import UpstreamResult
-from cashback.models import Attempt, Outcome, Purchase
+from cashback.models import Attempt, Hold, Outcome, Purchase
 from merchants.models import Merchant
 
 logger = logging.getLogger(__name__)
@@ -56,7 +56,12 @@ def record(
     for last_try in (False, True):
         try:
             return lifecycle.record_outcome(
-                purchase.pk, attempt, result, started_at=started_at, merchant=merchant
+                purchase.pk,
+                attempt,
+                result,
+                started_at=started_at,
+                merchant=merchant,
+                held=purchase.hold != Hold.NONE,
             )
         except UNREACHABLE:
             if last_try or connection.in_atomic_block:
