@@ -164,6 +164,7 @@ def lock_purchase(purchase_id: Any) -> Purchase:
 
 # --- Storing ---------------------------------------------------------------------------------
 
+
 @dataclasses.dataclass(frozen=True)
 class _Plan:
     """The hot statements' SQL for one database vendor, and how to read a purchase row.
@@ -582,7 +583,9 @@ def _record_plan(
     names = ", ".join(q(f.column) for f in fields)
     marks = ", ".join(["%s"] * len(fields))
     attempt_row = (
-        f"SELECT {marks}, true FROM p" if lone else f"VALUES ({marks}, EXISTS (SELECT 1 FROM p))"
+        f"SELECT {marks}, true FROM p"  # noqa: S608
+        if lone
+        else f"VALUES ({marks}, EXISTS (SELECT 1 FROM p))"  # noqa: S608
     )
     statement = (
         f"WITH p AS ({update}), a AS (INSERT INTO {attempts_table} ({names}, applied) "  # noqa: S608

@@ -182,3 +182,81 @@ class PurchaseRequestSerializer(serializers.Serializer):
             percentage=data.get("partner_cashback_percentage"),
             purchase_unit=data.get("purchase_unit") or None,
         )
+
+
+def _plain_text(data: dict[str, Any], name: str, shortest: int, longest: int) -> str | None:
+    value = data.get(name)
+    if (
+        type(value) is not str
+        or not shortest <= len(value) <= longest
+        or has_control_characters(value)
+    ):
+        return None
+    return value
+
+
+def fast_input(data: Any) -> PurchaseInput | None:
+    """Return the input of an ordinary, valid purchase body without the serializer, or None.
+
+    The purchase POST's hot path: the same rules as PurchaseRequestSerializer, checked in
+    the plainest way. Anything it does not accept plainly (a number where text goes, space
+    around the currency, a missing or null field, anything invalid) gives None, and the
+    caller runs the serializer, which accepts or refuses it with its own messages. So this
+    decides nothing the serializer would decide otherwise: where it returns an input, the
+    serializer's `to_input` is the same (tests/cashback/test_fast_input.py checks both
+    ways).
+    """
+    if type(data) is not dict:
+        return None
+    customer = _plain_text(data, "customer", 1, _CUSTOMER_LENGTH)
+    order_id = _plain_text(data, "order_id", 1, _ORDER_ID_LENGTH)
+    description = _plain_text(data, "description", 0, _DESCRIPTION_LENGTH)
+    raw_address = _plain_text(data, "address", 1, _ADDRESS_LENGTH + _QR_PREFIX_LENGTH)
+    currency = data.get("currency")
+    if "description" not in data:
+        description = ""
+    if (
+        customer is None
+        or order_id is None
+        or description is None
+        or raw_address is None
+        or raw_address != raw_address.strip()
+        or type(currency) is not str
+        or currency not in PRECISION
+        or not 3 <= len(currency) <= 5
+        or "currency_amount" not in data
+        or data.get("purchase_unit") is not None
+    ):
+        return None
+    percentage = data.get("partner_cashback_percentage")
+    try:
+        address = normalize_address(raw_address)
+        amount = parse_decimal(data["currency_amount"])
+        check_amount(amount, currency)
+        if percentage is not None:
+            percentage = parse_decimal(percentage)
+            if percentage < 0 or percentage > 100:
+                return None
+            percent_to_hundredths(percentage)
+            percentage = percentage.quantize(Decimal("0.01"))
+        amount_minor = to_minor(amount, currency)
+    except (AmountError, DjangoValidationError):
+        return None
+    if len(address) > _ADDRESS_LENGTH:
+        return None
+    return PurchaseInput(
+        order_id=order_id,
+        customer=customer,
+        description=description,
+        address=address,
+        currency=currency,
+        amount_minor=amount_minor,
+        percentage=percentage,
+        purchase_unit=None,
+    )
+
+
+_CUSTOMER_LENGTH = stored_length("customer")
+_ORDER_ID_LENGTH = stored_length("order_id")
+_DESCRIPTION_LENGTH = stored_length("description")
+_ADDRESS_LENGTH = stored_length("address")
