@@ -54,7 +54,7 @@ from cashback.models import (
 )
 from cashback.resources import PurchaseSerializer
 from gateway import metrics
-from gateway.db import locked
+from gateway.db import hot_cursor, locked
 from gateway.exceptions import DomainError
 from merchants import services as ledger
 from merchants.models import Merchant
@@ -232,7 +232,7 @@ def _insert(purchase: Purchase, notify: str | None = None) -> bool:
     if notify and db.vendor == "postgresql":
         sql = plan.insert_notify
         values.append(notify)
-    with db.cursor() as cursor:
+    with hot_cursor(db) as cursor:
         cursor.execute(sql, values)
         return cursor.fetchone() is not None
 
@@ -289,7 +289,7 @@ def claim(purchase: Purchase, actor: str, now: datetime | None = None) -> bool:
     sql = _plan(db.vendor).claim + "(" + ", ".join(["%s"] * len(froms)) + ")"
     stamp = db.ops.adapt_datetimefield_value
     pk = Purchase._meta.pk.get_db_prep_value(purchase.pk, db)  # type: ignore[union-attr]
-    with db.cursor() as cursor:
+    with hot_cursor(db) as cursor:
         cursor.execute(sql, [SE, stamp(lease_until), stamp(now), pk, *froms])
         claimed = cursor.rowcount == 1
     if claimed:
@@ -582,8 +582,16 @@ def _record_plan(
         return update, fields
     names = ", ".join(q(f.column) for f in fields)
     marks = ", ".join(["%s"] * len(fields))
+    # A parameter in a SELECT list has no type to take from a column (bound on the
+    # server, a NULL would be text): each says its column's.
+    typed = ", ".join(
+        "%s"
+        if f.get_internal_type() in ("CharField", "TextField")
+        else f"%s::{f.db_type(connection)}"
+        for f in fields
+    )
     attempt_row = (
-        f"SELECT {marks}, true FROM p"  # noqa: S608
+        f"SELECT {typed}, true FROM p"  # noqa: S608
         if lone
         else f"VALUES ({marks}, EXISTS (SELECT 1 FROM p))"  # noqa: S608
     )
@@ -620,7 +628,7 @@ def _apply_sql(
         params += [pk, attempt]
     values = _attempt_values(purchase_id, attempt, raw, result, started_at)
     assert tuple(values) == _ATTEMPT_COLUMNS
-    with db.cursor() as cursor:
+    with hot_cursor(db) as cursor:
         if db.vendor == "postgresql":
             params += [
                 f.get_db_prep_save(v, db)

@@ -4,10 +4,21 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 from django.conf import settings
 from django.db import connection, transaction
 from django.db.models import QuerySet
+
+
+def hot_cursor(db: Any) -> Any:
+    """Return a cursor of `db` for a hot hand-written statement.
+
+    PostgreSQL: parameters bound on the server, and the statement prepared once per
+    connection with DATABASE_PREPARE (gateway.postgresql.HotCursor). Elsewhere: `cursor()`.
+    """
+    make = getattr(db, "hot_cursor", None)
+    return make() if make is not None else db.cursor()
 
 
 def locked(qs: QuerySet) -> QuerySet:

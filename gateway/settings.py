@@ -159,6 +159,11 @@ elif _db["ENGINE"] == "django.db.backends.postgresql":
     else:
         _db["CONN_MAX_AGE"] = env.int("CONN_MAX_AGE", default=60)
         _db["CONN_HEALTH_CHECKS"] = True
+    # The few statements every purchase runs bind their parameters on the server and are
+    # prepared once per connection (gateway.postgresql.HotCursor). Turn preparing off behind
+    # a PgBouncer in transaction mode that does not track prepared statements (before 1.21,
+    # or max_prepared_statements = 0): docs/deploy.md.
+    _db["PREPARE_HOT"] = env.bool("DATABASE_PREPARE", default=True)
     # Behind PgBouncer in transaction mode a server-side cursor (QuerySet.iterator()) may be
     # read from another server connection than the one that opened it: turn them off there.
     _db["DISABLE_SERVER_SIDE_CURSORS"] = env.bool("DISABLE_SERVER_SIDE_CURSORS", default=False)

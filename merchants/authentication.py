@@ -8,7 +8,7 @@ from datetime import timedelta
 from functools import cache
 from typing import Any, cast
 
-from django.db import connection
+from django.db import DEFAULT_DB_ALIAS, connection, connections
 from django.db.models import Field
 from django.utils import timezone
 from drf_spectacular.extensions import OpenApiAuthenticationExtension
@@ -20,6 +20,7 @@ from rest_framework.request import Request
 from rest_framework.settings import api_settings
 
 from gateway import metrics
+from gateway.db import hot_cursor
 from gateway.logging import MERCHANT_ENVIRON_KEY, merchant_var
 from gateway.throttling import FailedAuthThrottle
 from merchants.models import ApiKey, Merchant, hash_api_key, parse_api_key
@@ -88,7 +89,7 @@ def _key_with_merchant(prefix: str) -> ApiKey | None:
     Hand-written: the ORM spent more CPU building this SELECT than PostgreSQL spent running it.
     """
     sql, fields, split = _lookup_plan(connection.vendor)
-    with connection.cursor() as cursor:
+    with hot_cursor(connections[DEFAULT_DB_ALIAS]) as cursor:
         cursor.execute(sql, [prefix])
         row = cursor.fetchone()
     if row is None:

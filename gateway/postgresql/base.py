@@ -20,7 +20,8 @@ from typing import Any
 
 from django.core.exceptions import ImproperlyConfigured
 from django.db.backends.base.base import NO_DB_ALIAS
-from django.db.backends.postgresql import base, schema
+from django.db.backends.postgresql import base, operations, schema
+from django.db.backends.utils import CursorWrapper
 from psycopg_pool import ConnectionPool
 
 __all__ = ["DatabaseWrapper", "check_connection"]
@@ -50,8 +51,55 @@ class DatabaseSchemaEditor(schema.DatabaseSchemaEditor):
             cursor.execute("RESET statement_timeout")  # back to the session's startup value
 
 
+class HotCursor(base.ServerBindingCursor):  # type: ignore[misc,name-defined]
+    """A cursor binding parameters on the server, preparing each statement once (optional).
+
+    For the few hand-written statements every purchase runs (cashback.lifecycle, the key
+    lookup): sending parameters apart from the statement skips quoting them into its text,
+    and a prepared statement skips PostgreSQL's parsing and planning. `prepare` is
+    DATABASE_PREPARE: off, each statement is an unnamed one, which any PgBouncer passes.
+    """
+
+    prepare: bool | None = None
+
+    def execute(self, query: Any, params: Any = None, **kwargs: Any) -> Any:
+        kwargs.setdefault("prepare", self.prepare)
+        return super().execute(query, params, **kwargs)
+
+
+class DatabaseOperations(operations.DatabaseOperations):
+    def last_executed_query(self, cursor: Any, sql: Any, params: Any) -> str | None:
+        # Logged and captured (DEBUG, tests) with its parameters, as every other statement,
+        # not with the $1 placeholders a server-bound statement was sent with.
+        if isinstance(cursor, HotCursor):
+            try:
+                return str(self.compose_sql(sql, params))
+            except base.Database.errors.DataError:
+                return None
+        return super().last_executed_query(cursor, sql, params)  # type: ignore[no-any-return]
+
+
 class DatabaseWrapper(base.DatabaseWrapper):
     SchemaEditorClass = DatabaseSchemaEditor
+    ops_class = DatabaseOperations
+
+    def hot_cursor(self) -> CursorWrapper:
+        """Return a cursor for the hot statements (`HotCursor`), wrapped like any other.
+
+        The same as `cursor()`, so Django's error wrapping, query logging and counting
+        apply, but server-side binding: the statement must say what every parameter is,
+        which a parameter in a plain `SELECT` list does not (cast it).
+        """
+        self.close_if_health_check_failed()
+        self.ensure_connection()
+        with self.wrap_database_errors:
+            cursor = HotCursor(self.connection)
+            cursor.prepare = True if self.settings_dict.get("PREPARE_HOT", False) else None
+            # As Django's create_cursor: the session's time zone for timestamptz results.
+            tzloader = self.connection.adapters.get_loader(base.TIMESTAMPTZ_OID, base.Format.TEXT)
+            if self.timezone != tzloader.timezone:
+                base.register_tzloader(self.timezone, cursor)
+            return self._prepare_cursor(cursor)
 
     def get_connection_params(self) -> dict[str, Any]:
         params: dict[str, Any] = super().get_connection_params()
