@@ -164,6 +164,12 @@ elif _db["ENGINE"] == "django.db.backends.postgresql":
     # a PgBouncer in transaction mode that does not track prepared statements (before 1.21,
     # or max_prepared_statements = 0): docs/deploy.md.
     _db["PREPARE_HOT"] = env.bool("DATABASE_PREPARE", default=True)
+    if _db["PREPARE_HOT"]:
+        # psycopg prepares nothing on a connection whose threshold is None (Django's default),
+        # whatever a cursor asks. Only the hot cursor asks (prepare=True); no other statement
+        # is executed often enough to be prepared by count, and client-side binding cursors
+        # (every ORM query) are never prepared.
+        _db.setdefault("OPTIONS", {})["prepare_threshold"] = 2**31 - 1
     # Behind PgBouncer in transaction mode a server-side cursor (QuerySet.iterator()) may be
     # read from another server connection than the one that opened it: turn them off there.
     _db["DISABLE_SERVER_SIDE_CURSORS"] = env.bool("DISABLE_SERVER_SIDE_CURSORS", default=False)

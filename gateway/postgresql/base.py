@@ -16,26 +16,46 @@ about a second, none fails. Everything else is Django's backend (`ENGINE`
 
 from __future__ import annotations
 
+import select
 from typing import Any
 
 from django.core.exceptions import ImproperlyConfigured
 from django.db.backends.base.base import NO_DB_ALIAS
 from django.db.backends.postgresql import base, operations, schema
 from django.db.backends.utils import CursorWrapper
+from psycopg.pq import TransactionStatus
 from psycopg_pool import ConnectionPool
 
 __all__ = ["DatabaseWrapper", "check_connection"]
 
 
 def check_connection(conn: Any) -> None:
-    """Raise if `conn` is dead, after discarding every other dead idle connection of its pool."""
+    """Raise if `conn` is dead, after discarding every other dead idle connection of its pool.
+
+    Without a round trip when nothing says it may be dead: a connection the server closed
+    (a restart, a terminated backend, an idle timeout) has its socket readable (the server's
+    last message and the end of the stream), while a live idle one has nothing to read. Only
+    then, or when its state is not plainly idle, is it tested with an empty query.
+    """
     try:
-        ConnectionPool.check_connection(conn)
+        if _maybe_dead(conn):
+            ConnectionPool.check_connection(conn)
     except Exception:
         pool = getattr(conn, "_pool", None)
         if isinstance(pool, ConnectionPool):
             pool.check()
         raise
+
+
+def _maybe_dead(conn: Any) -> bool:
+    if conn.closed or conn.broken or conn.info.transaction_status != TransactionStatus.IDLE:
+        return True
+    try:
+        poller = select.poll()
+        poller.register(conn.fileno(), select.POLLIN | select.POLLPRI)
+        return bool(poller.poll(0))
+    except (OSError, ValueError):
+        return True
 
 
 class DatabaseSchemaEditor(schema.DatabaseSchemaEditor):
