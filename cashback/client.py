@@ -68,7 +68,8 @@ class CashbackClient:
         ca_certs: str | None = None,
     ) -> None:
         self.url = url
-        self._credentials = {"partner": partner, "partner_key": partner_key}
+        # Encoded once: the first fields of every request body.
+        self._credentials = urlencode({"partner": partner, "partner_key": partner_key})
         self.timeout = timeout
         self.connect_timeout = min(connect_timeout, timeout)
         self.pool = UpstreamPool(
@@ -84,7 +85,7 @@ class CashbackClient:
         """POST one purchase (form-encoded, as every known client does) and classify the answer."""
         started = time.monotonic()
         exchange = self.pool.post(
-            urlencode({**self._credentials, **fields}).encode(),
+            f"{self._credentials}&{urlencode(fields)}".encode(),
             FORM_HEADERS,
             timeout=self.timeout,
             connect_timeout=self.connect_timeout,

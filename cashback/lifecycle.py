@@ -20,8 +20,9 @@ import logging
 import os
 import random
 import socket
+import uuid
 from collections.abc import Iterable
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from decimal import Decimal
 from typing import Any, cast
 
@@ -174,6 +175,9 @@ class _Plan:
     """
 
     fields: tuple[Field[Any, Any], ...]
+    # Per field, the Python types psycopg sends as the column's own (PostgreSQL): a value of
+    # exactly such a type needs no `get_db_prep_save`; anything else goes through it.
+    exact_types: tuple[tuple[type, ...], ...]
     attnames: list[str]
     # (index, column, converters) of the columns that need converting when read.
     converters: tuple[tuple[int, Any, tuple[Any, ...]], ...]
@@ -181,6 +185,27 @@ class _Plan:
     insert_notify: str
     claim: str
     returning: str
+
+
+# What each internal type of field takes as is on PostgreSQL. Not datetimes (a naive one is
+# made aware, with a warning, by the field), and nothing on other databases.
+_EXACT_ON_POSTGRESQL: dict[str, tuple[type, ...]] = {
+    "CharField": (str,),
+    "TextField": (str,),
+    "BigIntegerField": (int,),
+    "PositiveIntegerField": (int,),
+    "IntegerField": (int,),
+    "ForeignKey": (int,),
+    "UUIDField": (uuid.UUID,),
+    "DecimalField": (Decimal,),
+    "DateField": (date,),
+}
+
+
+def _exact_types(field: Field[Any, Any], vendor: str) -> tuple[type, ...]:
+    if vendor != "postgresql":
+        return ()
+    return _EXACT_ON_POSTGRESQL.get(field.get_internal_type(), ())
 
 
 @functools.cache
@@ -205,6 +230,7 @@ def _plan(vendor: str) -> _Plan:
     )
     return _Plan(
         fields=fields,
+        exact_types=tuple(_exact_types(f, vendor) for f in fields),
         attnames=[f.attname for f in fields],
         converters=tuple(converters),
         insert=insert,
@@ -227,7 +253,12 @@ def _insert(purchase: Purchase, notify: str | None = None) -> bool:
     """
     db = connections[DEFAULT_DB_ALIAS]
     plan = _plan(db.vendor)
-    values = [f.get_db_prep_save(getattr(purchase, f.attname), db) for f in plan.fields]
+    values = []
+    for field, exact in zip(plan.fields, plan.exact_types, strict=True):
+        value = getattr(purchase, field.attname)
+        if value is not None and type(value) not in exact:
+            value = field.get_db_prep_save(value, db)
+        values.append(value)
     sql = plan.insert
     if notify and db.vendor == "postgresql":
         sql = plan.insert_notify

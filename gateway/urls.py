@@ -70,6 +70,8 @@ handler500 = server_error
 
 
 urlpatterns = [
+    # First: Django tries the routes in order, and these take nearly every request.
+    path("api/v1/", include("cashback.urls")),
     path("healthz", healthz),
     path("", include("monitoring.urls")),  # readyz
     path("", include("cashback.metrics_endpoint")),  # metrics
@@ -79,7 +81,6 @@ urlpatterns = [
     path("admin/2fa/", include("accounts.urls")),  # the second factor, before admin's routes
     path("admin/", admin.site.urls),
     path("", include("cashback.dropin_urls")),
-    path("api/v1/", include("cashback.urls")),
     path("api/v1/", include("merchants.urls")),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerSplitView.as_view(url_name="schema"), name="api-docs"),
