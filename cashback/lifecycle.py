@@ -330,9 +330,16 @@ def claim(purchase: Purchase, actor: str, now: datetime | None = None) -> bool:
 
 
 def claim_due(now: datetime, limit: int) -> list[Purchase]:
-    """Claim up to `limit` due purchases for the worker: `queued`/`pending` → `sending`."""
+    """Claim up to `limit` due purchases for the worker: `queued`/`pending` → `sending`.
+
+    Returned with their merchants. PostgreSQL: one statement (the due rows locked with
+    SKIP LOCKED, moved, and read back with their merchants), its own transaction.
+    """
     froms = sources(SE, Actor.WORKER)
     lease_until = now + timedelta(seconds=lease_seconds())
+    db = connections[DEFAULT_DB_ALIAS]
+    if db.vendor == "postgresql" and not db.in_atomic_block:
+        return _claim_due_sql(db, froms, now, lease_until, limit)
     with transaction.atomic():
         candidates = list(
             locked(
@@ -354,6 +361,50 @@ def claim_due(now: datetime, limit: int) -> list[Purchase]:
                 pk__in=candidates, status=SE, lease_until=lease_until
             ).select_related("merchant")
         )
+
+
+@functools.cache
+def _claim_due_plan(count: int) -> tuple[str, list[str], int]:
+    """Return the worker's claiming statement (`count` source statuses), merchant columns."""
+    q = connection.ops.quote_name
+    table, merchants = Purchase._meta.db_table, Merchant._meta.db_table
+    marks = ", ".join(["%s"] * count)
+    merchant_fields = [f.attname for f in Merchant._meta.concrete_fields]
+    merchant_columns = ", ".join(f"m.{q(f.column)}" for f in Merchant._meta.concrete_fields)
+    returning = ", ".join(f"p.{q(f.column)}" for f in Purchase._meta.concrete_fields)
+    claimed = ", ".join(f"c.{q(f.column)}" for f in Purchase._meta.concrete_fields)
+    # Identifiers come from the models' _meta; every value is a parameter.
+    sql = (
+        f"WITH due AS (SELECT id FROM {table} WHERE status IN ({marks}) "  # noqa: S608
+        f"AND next_attempt_at <= %s ORDER BY next_attempt_at LIMIT %s "
+        f"FOR NO KEY UPDATE SKIP LOCKED), "
+        f"c AS (UPDATE {table} p SET status = %s, lease_until = %s, "
+        f"attempts = p.attempts + 1, updated_at = %s FROM due "
+        f"WHERE p.id = due.id AND p.status IN ({marks}) RETURNING {returning}) "
+        f"SELECT {claimed}, {merchant_columns} FROM c JOIN {merchants} m ON m.id = c.merchant_id"
+    )
+    return sql, merchant_fields, len(Purchase._meta.concrete_fields)
+
+
+def _claim_due_sql(
+    db: Any, froms: tuple[str, ...], now: datetime, lease_until: datetime, limit: int
+) -> list[Purchase]:
+    sql, merchant_fields, split = _claim_due_plan(len(froms))
+    stamp = db.ops.adapt_datetimefield_value
+    with hot_cursor(db) as cursor:
+        cursor.execute(sql, [*froms, stamp(now), limit, SE, stamp(lease_until), stamp(now), *froms])
+        rows = cursor.fetchall()
+    merchants: dict[Any, Merchant] = {}
+    purchases = []
+    for row in rows:
+        purchase = _purchase_from_row(row[:split], db)
+        merchant = merchants.get(purchase.merchant_id)
+        if merchant is None:
+            merchant = Merchant.from_db(db.alias, merchant_fields, list(row[split:]))
+            merchants[purchase.merchant_id] = merchant
+        purchase.merchant = merchant
+        purchases.append(purchase)
+    return purchases
 
 
 def expire_leases(now: datetime) -> int:
