@@ -21,7 +21,7 @@ import psycopg
 import pytest
 from django.conf import settings
 from django.core.management import call_command
-from django.db import connection, transaction
+from django.db import DataError, connection, transaction
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
@@ -30,6 +30,7 @@ from cashback.client import UpstreamResult
 from cashback.models import Alert, Attempt, Hold, Outcome, Purchase, Status, WebhookDelivery
 from cashback.sandbox import demo_cashback, demo_unit
 from cashback.services import PurchaseInput, submit_purchase
+from gateway.db import hot_cursor
 from gateway.http import Exchange, _Watchdog
 from gateway.postgresql.base import _maybe_dead, check_connection
 from merchants.authentication import authenticate_key
@@ -348,6 +349,26 @@ def test_a_hot_statement_is_captured_with_its_parameters_not_placeholders(shop: 
     assert lookup.endswith(f"WHERE k.prefix = '{parse_api_key(shop.key)}'")
     assert "$1" not in lookup
     assert "%s" not in lookup
+
+
+@DB
+@pytest.mark.postgres
+def test_an_integer_outside_its_column_type_is_refused_by_the_hot_cursor_not_wrapped() -> None:
+    # What the hot statements bind for an integer column: Django's get_db_prep_save wraps
+    # the value in psycopg's Int4 (Int2 for small integers). Django's own cursor sends it
+    # as a literal, which the server refuses; the hot cursor must refuse it too, not store
+    # another number. (Today it sends the low 32 bits: 2**32 + 1234 arrives as 1234.)
+    value = Attempt._meta.get_field("duration_ms").get_db_prep_save(2**32 + 1234, connection)
+    with connection.cursor() as cursor, pytest.raises(DataError):
+        cursor.execute("SELECT %s::integer", [value])
+
+    with hot_cursor(connection) as cursor:
+        try:
+            cursor.execute("SELECT %s::integer", [value])
+            sent = cursor.fetchone()[0]
+        except DataError:
+            sent = None
+    assert sent is None, f"{2**32 + 1234} reached the server as {sent}"
 
 
 # -- 3. pooled connections checked without a round trip -------------------------------------
