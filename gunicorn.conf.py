@@ -39,6 +39,18 @@ logger_class = "gateway.logging.RedactingGunicornLogger"
 forwarded_allow_ips = os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1")
 
 
+def post_worker_init(worker: Any) -> None:
+    """Keep the collector off what the app loaded (modules, URL routes, settings, admin).
+
+    Those objects live as long as the worker; frozen, the occasional full collection walks
+    only what requests made since. (Measured: a worker spent about 0.3 ms of every purchase
+    in the collector, mostly re-walking the app.)
+    """
+    import gc
+
+    gc.freeze()
+
+
 def child_exit(server: object, worker: Any) -> None:
     """Forget a dead worker's live gauges; its counters stay in the sum."""
     from prometheus_client import multiprocess

@@ -382,6 +382,11 @@ CASHBACK_WORKER_THREADS = env.int("CASHBACK_WORKER_THREADS", default=8)
 # The worker's longest sleep when idle (a slot that frees or a NOTIFY wakes it sooner), and
 # how often it expires leases and fails purchases past their window.
 CASHBACK_WORKER_IDLE_SLEEP = env.float("CASHBACK_WORKER_IDLE_SLEEP", default=1.0)
+# How much lower than the web processes the worker's CPU priority is (nice; 0: the same):
+# under load the requests merchants wait on come first, background sends a moment later.
+CASHBACK_WORKER_NICE = env.int("CASHBACK_WORKER_NICE", default=10)
+if not 0 <= CASHBACK_WORKER_NICE <= 19:
+    raise ImproperlyConfigured("CASHBACK_WORKER_NICE must be between 0 and 19.")
 # Upstream answers the database could not take are kept here until the worker of this host
 # records them (cashback/spool.py): local disk, one directory per host.
 CASHBACK_SPOOL_DIR = env.str("CASHBACK_SPOOL_DIR", default=str(BASE_DIR / "var" / "spool"))

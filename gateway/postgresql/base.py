@@ -24,6 +24,7 @@ from django.db.backends.base.base import NO_DB_ALIAS
 from django.db.backends.postgresql import base, operations, schema
 from django.db.backends.utils import CursorWrapper
 from psycopg.pq import TransactionStatus
+from psycopg.types import numeric
 from psycopg_pool import ConnectionPool
 
 __all__ = ["DatabaseWrapper", "check_connection"]
@@ -84,7 +85,17 @@ class HotCursor(base.ServerBindingCursor):  # type: ignore[misc,name-defined]
 
     def execute(self, query: Any, params: Any = None, **kwargs: Any) -> Any:
         kwargs.setdefault("prepare", self.prepare)
+        if params and any(type(p) in _SIZED_INTS for p in params):
+            # Django hands integer fields' values over as psycopg's Int2/Int4/Int8, whose
+            # binary form keeps only the low bits of a number too large: bound on the server,
+            # 2**32 + 1234 would arrive as 1234. As a plain int it is sent in a type wide
+            # enough, and PostgreSQL refuses it for a column too narrow, as it does for
+            # Django's own cursor.
+            params = [int(p) if type(p) in _SIZED_INTS else p for p in params]
         return super().execute(query, params, **kwargs)
+
+
+_SIZED_INTS = frozenset({numeric.Int2, numeric.Int4, numeric.Int8})
 
 
 class DatabaseOperations(operations.DatabaseOperations):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import threading
 from typing import Any
@@ -27,6 +28,10 @@ class Command(BaseCommand):
 
         signal.signal(signal.SIGTERM, request_stop)
         signal.signal(signal.SIGINT, request_stop)
+        if settings.CASHBACK_WORKER_NICE:
+            # Below the web processes: on a busy host a merchant's request (a terminal waiting
+            # on it) gets the CPU before a background send, which can wait a moment.
+            os.nice(settings.CASHBACK_WORKER_NICE)
         mode = "sandbox" if settings.CASHBACK_SANDBOX else "live"
         logger.info(
             "worker started",
@@ -34,6 +39,7 @@ class Command(BaseCommand):
                 "threads": settings.CASHBACK_WORKER_THREADS,
                 "webhook_threads": settings.WEBHOOK_WORKER_THREADS,
                 "upstream": mode,
+                "nice": os.nice(0),
             },
         )
         run_forever(stop)
