@@ -12,12 +12,13 @@ import functools
 import json
 import logging
 import os
+import re
 import time
 import unicodedata
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlencode
+from urllib.parse import quote_plus, urlencode
 
 import certifi
 from django.conf import settings
@@ -85,7 +86,7 @@ class CashbackClient:
         """POST one purchase (form-encoded, as every known client does) and classify the answer."""
         started = time.monotonic()
         exchange = self.pool.post(
-            f"{self._credentials}&{urlencode(fields)}".encode(),
+            f"{self._credentials}&{form_encode(fields)}".encode(),
             FORM_HEADERS,
             timeout=self.timeout,
             connect_timeout=self.connect_timeout,
@@ -97,6 +98,18 @@ class CashbackClient:
             location = exchange.headers.get("Location")
             return classify_response(exchange.status, exchange.body, ms, location=location)
         return _classify_failure(exchange, ms, self.timeout)
+
+
+# What quote_plus leaves as it is: a value made only of these is its own form encoding.
+_FORM_SAFE = re.compile(r"[A-Za-z0-9_.~-]*")
+
+
+def form_encode(fields: Mapping[str, str]) -> str:
+    """Return `fields` form-encoded, exactly as `urlencode` would (faster for plain values)."""
+    return "&".join(
+        f"{quote_plus(name)}={value if _FORM_SAFE.fullmatch(value) else quote_plus(value)}"
+        for name, value in fields.items()
+    )
 
 
 FORM_HEADERS = {

@@ -1,4 +1,6 @@
-"""The purchase POST's fast validation decides exactly what the serializer decides.
+"""The purchase POST's fast paths decide exactly what the general code decides.
+
+The fast validation decides exactly what the serializer decides.
 
 `fast_input` takes the ordinary valid bodies without the serializer and gives up (None) on
 everything else, which the serializer then answers. So wherever it returns an input, the
@@ -10,11 +12,13 @@ from __future__ import annotations
 
 from decimal import Decimal
 from typing import Any
+from urllib.parse import urlencode
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from cashback.client import form_encode
 from cashback.serializers import PurchaseRequestSerializer, fast_input
 from cashback.services import PurchaseInput
 from tests.conftest import ADDRESS, purchase_body
@@ -154,3 +158,9 @@ def test_the_fast_path_never_decides_otherwise_than_the_serializer(body: dict[st
     fast = fast_input(body)
     if fast is not None:
         assert fast == serializer_input(body)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.dictionaries(st.sampled_from(["customer", "order_id", "a b", "é"]), st.text()))
+def test_the_upstream_form_encoding_is_urlencodes(fields: dict[str, str]) -> None:
+    assert form_encode(fields) == urlencode(fields)
