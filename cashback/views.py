@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.http import HttpResponse
 from django.utils.dateparse import parse_date, parse_datetime
 from django.utils.timezone import make_aware
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
@@ -17,6 +18,7 @@ from cashback.prefer import async_headers, prefers_respond_async
 from cashback.resources import PurchaseSerializer, purchase_resource
 from cashback.serializers import PurchaseRequestSerializer, fast_input
 from gateway.pagination import NewestFirst
+from gateway.parsers import parse_json
 from gateway.schema import (
     AUTH_ERRORS,
     BODY_ERRORS,
@@ -54,6 +56,32 @@ def _parse_time(value: str, name: str, *, end: bool = False) -> Any:
     if moment.tzinfo is None:
         moment = make_aware(moment)
     return moment
+
+
+def _body(request: Request) -> Any:
+    """Return the parsed body: a JSON one read at once, with the parser's own rules."""
+    if request.content_type == "application/json":
+        # What DecimalJSONParser does, without DRF's parser lookup.
+        return parse_json(request.body, request.content_params.get("charset"))
+    return request.data
+
+
+def _rendered(
+    request: Request, body: Any, code: int, headers: dict[str, str] | None = None
+) -> HttpResponse:
+    """Return `body` rendered by the negotiated renderer, as DRF's Response would render it.
+
+    A plain response: the purchase POST skips the template-response machinery it does not use.
+    """
+    renderer = request.accepted_renderer
+    response = HttpResponse(
+        renderer.render(body, request.accepted_media_type, {}),
+        status=code,
+        content_type=renderer.media_type,
+    )
+    for name, value in (headers or {}).items():
+        response[name] = value
+    return response
 
 
 class PurchaseListCreate(generics.GenericAPIView):
@@ -122,8 +150,8 @@ class PurchaseListCreate(generics.GenericAPIView):
             **errors(402, 409, *BODY_ERRORS, *AUTH_ERRORS),
         },
     )
-    def post(self, request: Request) -> Response:
-        data = fast_input(request.data)
+    def post(self, request: Request) -> HttpResponse:
+        data = fast_input(_body(request))
         if data is None:  # anything but an ordinary valid body: the serializer answers it
             serializer = PurchaseRequestSerializer(data=request.data)
             serializer.is_valid(raise_exception=True)
@@ -134,16 +162,13 @@ class PurchaseListCreate(generics.GenericAPIView):
         )
         body = purchase_resource(purchase)
         if not created:
-            return Response(
-                body, status=status.HTTP_200_OK, headers={"Idempotent-Replayed": "true"}
-            )
+            return _rendered(request, body, status.HTTP_200_OK, {"Idempotent-Replayed": "true"})
         if respond_async:
-            return Response(
-                body,
-                status=status.HTTP_202_ACCEPTED,
-                headers=async_headers(request.path, purchase.order_id),
-            )
-        return Response(body, status=CREATED_STATUS.get(purchase.status, status.HTTP_202_ACCEPTED))
+            headers = async_headers(request.path, purchase.order_id)
+            return _rendered(request, body, status.HTTP_202_ACCEPTED, headers)
+        return _rendered(
+            request, body, CREATED_STATUS.get(purchase.status, status.HTTP_202_ACCEPTED)
+        )
 
 
 class PurchaseDetail(generics.GenericAPIView):
