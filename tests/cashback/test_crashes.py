@@ -152,3 +152,46 @@ def test_the_worker_exits_cleanly_on_sigterm() -> None:
         assert b"worker stopped" in proc.stderr.read()
     finally:
         proc.kill()
+
+
+def niceness(pid: int) -> int:
+    with open(f"/proc/{pid}/stat") as f:
+        return int(f.read().rsplit(")", 1)[1].split()[16])  # field 19: nice
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("nice", ["7", "0"])
+def test_the_worker_lowers_its_cpu_priority_by_cashback_worker_nice(nice: str) -> None:
+    proc = subprocess.Popen(
+        [sys.executable, "manage.py", "cashback_worker"],
+        cwd=ROOT,
+        env=child_env(
+            CASHBACK_WORKER_IDLE_SLEEP="0.1", LOG_LEVEL="INFO", CASHBACK_WORKER_NICE=nice
+        ),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        assert proc.stderr is not None
+        started = b""
+        while b"worker started" not in started and time.monotonic() < deadline:
+            started += proc.stderr.readline()
+        assert f"nice={int(nice) + os.nice(0)}".encode() in started
+        assert niceness(proc.pid) == int(nice) + os.nice(0)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(15) == 0
+    finally:
+        proc.kill()
+
+
+def test_a_worker_niceness_outside_0_to_19_is_refused_at_start() -> None:
+    done = subprocess.run(
+        [sys.executable, "manage.py", "check"],
+        cwd=ROOT,
+        env=child_env(CASHBACK_WORKER_NICE="20"),
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode != 0
+    assert "CASHBACK_WORKER_NICE must be between 0 and 19." in done.stderr
