@@ -70,6 +70,11 @@ async def _intake(port: int, key: str, clients: int, seconds: float, tag: str) -
     return result
 
 
+def vacuum(conn: Any) -> None:
+    """Vacuum what purchases churn before a run (bench.run.vacuum says why)."""
+    conn.execute("VACUUM (ANALYZE) cashback_purchase, cashback_attempt, merchants_apikey")
+
+
 @contextmanager
 def workers(env: dict[str, str], logdir: Path, count: int) -> Iterator[list[int]]:
     """Run `count` cashback_worker processes; yield their pids; SIGTERM them on the way out."""
@@ -166,6 +171,7 @@ def measure(
         asyncio.run(_intake(gateway.port, key, clients, 2.0, warm))
         _drained(conn, warm, time.time() - 60)
         for i in range(rounds):
+            vacuum(conn)
             base = run_load(
                 "floor",
                 floor.port,
@@ -175,6 +181,7 @@ def measure(
                 tag=f"af-{stamp}-{i}",
                 master_pid=floor.process.pid,
             )
+            vacuum(conn)
             sync = run_load(
                 "gateway",
                 gateway.port,
@@ -184,6 +191,7 @@ def measure(
                 tag=f"as-{stamp}-{i}",
                 master_pid=gateway.process.pid,
             )
+            vacuum(conn)
             tag = f"aa-{stamp}-{i}"
             gateway_cpu = cpu_seconds(server_pids(gateway.process.pid))
             worker_cpu = cpu_seconds(worker_pids)
