@@ -62,7 +62,7 @@ def _body(request: Request) -> Any:
     """Return the parsed body: a JSON one read at once, with the parser's own rules."""
     if request.content_type == "application/json":
         # What DecimalJSONParser does, without DRF's parser lookup.
-        return parse_json(request.body, request.content_params.get("charset"))
+        return parse_json(request.body, (request.content_params or {}).get("charset"))
     return request.data
 
 

@@ -17,7 +17,7 @@ about a second, none fails. Everything else is Django's backend (`ENGINE`
 from __future__ import annotations
 
 import select
-from typing import Any
+from typing import Any, cast
 
 from django.core.exceptions import ImproperlyConfigured
 from django.db.backends.base.base import NO_DB_ALIAS
@@ -96,16 +96,20 @@ class HotCursor(base.ServerBindingCursor):  # type: ignore[misc,name-defined]
 
 
 _SIZED_INTS = frozenset({numeric.Int2, numeric.Int4, numeric.Int8})
+# Django's PostgreSQL backend module, for names its stubs do not declare.
+_PG: Any = base
 
 
 class DatabaseOperations(operations.DatabaseOperations):
-    def last_executed_query(self, cursor: Any, sql: Any, params: Any) -> str | None:
+    def last_executed_query(  # type: ignore[override]
+        self, cursor: Any, sql: Any, params: Any
+    ) -> str | None:
         # Logged and captured (DEBUG, tests) with its parameters, as every other statement,
         # not with the $1 placeholders a server-bound statement was sent with.
         if isinstance(cursor, HotCursor):
             try:
                 return str(self.compose_sql(sql, params))
-            except base.Database.errors.DataError:
+            except _PG.Database.errors.DataError:
                 return None
         return super().last_executed_query(cursor, sql, params)  # type: ignore[no-any-return]
 
@@ -127,10 +131,10 @@ class DatabaseWrapper(base.DatabaseWrapper):
             cursor = HotCursor(self.connection)
             cursor.prepare = True if self.settings_dict.get("PREPARE_HOT", False) else None
             # As Django's create_cursor: the session's time zone for timestamptz results.
-            tzloader = self.connection.adapters.get_loader(base.TIMESTAMPTZ_OID, base.Format.TEXT)
+            tzloader = self.connection.adapters.get_loader(_PG.TIMESTAMPTZ_OID, _PG.Format.TEXT)
             if self.timezone != tzloader.timezone:
-                base.register_tzloader(self.timezone, cursor)
-            return self._prepare_cursor(cursor)
+                _PG.register_tzloader(self.timezone, cursor)
+            return cast(Any, self)._prepare_cursor(cursor)  # type: ignore[no-any-return]
 
     def get_connection_params(self) -> dict[str, Any]:
         params: dict[str, Any] = super().get_connection_params()

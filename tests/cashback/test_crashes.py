@@ -132,23 +132,30 @@ def test_a_worker_killed_mid_call_leaves_unknown_that_is_never_resent(
     assert upstream.state.requests == 1
 
 
-@pytest.mark.django_db(transaction=True)
-def test_the_worker_exits_cleanly_on_sigterm() -> None:
+def started_worker(**env: str) -> tuple[subprocess.Popen[bytes], bytes]:
+    """Start `cashback_worker` (INFO logs); return it and its log up to "worker started"."""
     proc = subprocess.Popen(
         [sys.executable, "manage.py", "cashback_worker"],
         cwd=ROOT,
-        env=child_env(CASHBACK_WORKER_IDLE_SLEEP="0.1", LOG_LEVEL="INFO"),
+        env=child_env(CASHBACK_WORKER_IDLE_SLEEP="0.1", LOG_LEVEL="INFO", **env),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
     )
+    deadline = time.monotonic() + 30
+    assert proc.stderr is not None
+    started = b""
+    while b"worker started" not in started and time.monotonic() < deadline:
+        started += proc.stderr.readline()
+    return proc, started
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_worker_exits_cleanly_on_sigterm() -> None:
+    proc, _ = started_worker()
     try:
-        deadline = time.monotonic() + 30
-        assert proc.stderr is not None
-        started = b""
-        while b"worker started" not in started and time.monotonic() < deadline:
-            started += proc.stderr.readline()
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(15) == 0
+        assert proc.stderr is not None
         assert b"worker stopped" in proc.stderr.read()
     finally:
         proc.kill()
@@ -162,21 +169,8 @@ def niceness(pid: int) -> int:
 @pytest.mark.django_db(transaction=True)
 @pytest.mark.parametrize("nice", ["7", "0"])
 def test_the_worker_lowers_its_cpu_priority_by_cashback_worker_nice(nice: str) -> None:
-    proc = subprocess.Popen(
-        [sys.executable, "manage.py", "cashback_worker"],
-        cwd=ROOT,
-        env=child_env(
-            CASHBACK_WORKER_IDLE_SLEEP="0.1", LOG_LEVEL="INFO", CASHBACK_WORKER_NICE=nice
-        ),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
+    proc, started = started_worker(CASHBACK_WORKER_NICE=nice)
     try:
-        deadline = time.monotonic() + 30
-        assert proc.stderr is not None
-        started = b""
-        while b"worker started" not in started and time.monotonic() < deadline:
-            started += proc.stderr.readline()
         assert f"nice={int(nice) + os.nice(0)}".encode() in started
         assert niceness(proc.pid) == int(nice) + os.nice(0)
         proc.send_signal(signal.SIGTERM)
