@@ -152,9 +152,10 @@ elif _db["ENGINE"] == "django.db.backends.postgresql":
             "timeout": env.int("DATABASE_POOL_TIMEOUT", default=10),
         }
         _db["CONN_MAX_AGE"] = 0
-        # Test a connection (one empty round trip) before handing it out, so connections the
-        # database dropped (a restart, a reset) are replaced instead of answered 503; the
-        # backend sweeps the whole pool at the first dead one (gateway/postgresql/base.py).
+        # Test a connection before handing it out, so connections the database dropped (a
+        # restart, a reset) are replaced instead of answered 503: its socket is polled, and
+        # only one that may be dead gets an empty query; the backend then sweeps the whole
+        # pool (gateway/postgresql/base.py).
         _db["CONN_HEALTH_CHECKS"] = env.bool("CONN_HEALTH_CHECKS", default=True)
     else:
         _db["CONN_MAX_AGE"] = env.int("CONN_MAX_AGE", default=60)
