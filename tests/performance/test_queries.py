@@ -19,6 +19,9 @@ from merchants.services import record_entry
 # (conditional update); record (savepoint, the conditional UPDATE … RETURNING with the
 # attempt INSERT, release). PostgreSQL runs the UPDATE and the INSERT as one statement (a
 # data-modifying CTE); SQLite, which has none, as two. Was 11 on both before lifecycle.py.
+# Outside a test's transaction, on PostgreSQL, an unfunded purchase of a merchant without
+# webhooks is recorded by one statement in its own transaction: 4 statements in all
+# (tests/cashback/test_hot_path.py counts them).
 NEW_PURCHASE_QUERIES = {"postgresql": 6, "sqlite": 7}
 # The same, plus the reservation (savepoint and release around the store, the balance's
 # conditional update, the entry) and the capture (the balance's conditional update, the
