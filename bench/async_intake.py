@@ -24,7 +24,15 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from bench.load import Connection, Result, cpu_seconds, purchase_body, run_load, server_pids
+from bench.load import (
+    Connection,
+    Result,
+    cpu_seconds,
+    purchase_body,
+    run_load,
+    server_pids,
+    vacuum,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 PY = str(ROOT / ".venv" / "bin" / "python")
@@ -68,11 +76,6 @@ async def _intake(port: int, key: str, clients: int, seconds: float, tag: str) -
     )
     result.seconds = time.perf_counter() - started
     return result
-
-
-def vacuum(conn: Any) -> None:
-    """Vacuum what purchases churn before a run (bench.run.vacuum says why)."""
-    conn.execute("VACUUM (ANALYZE) cashback_purchase, cashback_attempt, merchants_apikey")
 
 
 @contextmanager
@@ -170,27 +173,22 @@ def measure(
         warm = f"aw-g-{stamp}"
         asyncio.run(_intake(gateway.port, key, clients, 2.0, warm))
         _drained(conn, warm, time.time() - 60)
+
+        def measured(label: str, server: Any, tag: str) -> Result:
+            vacuum(conn)
+            return run_load(
+                label,
+                server.port,
+                key,
+                clients=clients,
+                seconds=seconds,
+                tag=tag,
+                master_pid=server.process.pid,
+            )
+
         for i in range(rounds):
-            vacuum(conn)
-            base = run_load(
-                "floor",
-                floor.port,
-                key,
-                clients=clients,
-                seconds=seconds,
-                tag=f"af-{stamp}-{i}",
-                master_pid=floor.process.pid,
-            )
-            vacuum(conn)
-            sync = run_load(
-                "gateway",
-                gateway.port,
-                key,
-                clients=clients,
-                seconds=seconds,
-                tag=f"as-{stamp}-{i}",
-                master_pid=gateway.process.pid,
-            )
+            base = measured("floor", floor, f"af-{stamp}-{i}")
+            sync = measured("gateway", gateway, f"as-{stamp}-{i}")
             vacuum(conn)
             tag = f"aa-{stamp}-{i}"
             gateway_cpu = cpu_seconds(server_pids(gateway.process.pid))

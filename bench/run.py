@@ -32,6 +32,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.load import Result, children_of, rss_kib, run_load  # noqa: E402
+from bench.load import vacuum as load_vacuum  # noqa: E402
 
 PY = str(ROOT / ".venv" / "bin" / "python")
 GUNICORN = str(ROOT / ".venv" / "bin" / "gunicorn")
@@ -201,18 +202,12 @@ class Comparison:
 DATABASE_URL = ""
 
 
-def vacuum(database_url: str = "") -> None:
-    """VACUUM (ANALYZE) the tables purchases churn, so every run starts from the same state.
-
-    In production autovacuum does this; where it is off (this machine's PostgreSQL runs with
-    `autovacuum = off`, as CI configures it) dead row versions pile up run after run, and the
-    worker's claim and the lease sweep walk index entries of rows long sent: a measurement of
-    the bench database's age, not of the code.
-    """
+def vacuum() -> None:
+    """Vacuum the bench database before a run (bench.load.vacuum says why)."""
     import psycopg
 
-    with psycopg.connect(database_url or DATABASE_URL, autocommit=True) as conn:
-        conn.execute("VACUUM (ANALYZE) cashback_purchase, cashback_attempt, merchants_apikey")
+    with psycopg.connect(DATABASE_URL, autocommit=True) as conn:
+        load_vacuum(conn)
 
 
 def compare(
