@@ -364,23 +364,32 @@ def claim_due(now: datetime, limit: int) -> list[Purchase]:
 
 
 @functools.cache
-def _claim_due_plan(count: int) -> tuple[str, list[str], int]:
-    """Return the worker's claiming statement (`count` source statuses), merchant columns."""
+def _claim_due_plan(froms: tuple[str, ...]) -> tuple[str, list[str], int]:
+    """Return the worker's claiming statement (from `froms`), and the merchant columns.
+
+    The statuses are written into the SQL, not bound: PostgreSQL can use the partial index
+    `purchase_due` (due rows in claim order) for a prepared statement's generic plan only
+    when the statement itself names the statuses the index holds. The UPDATE needs no status
+    test of its own: `due` locked each row after checking its newest version, and no one
+    else can move a row this statement holds locked. (With one, the planner may read the
+    whole queue through that index to join it.)
+    """
+    assert set(froms) <= set(Status.values)  # literals from the model, never from input
     q = connection.ops.quote_name
     table, merchants = Purchase._meta.db_table, Merchant._meta.db_table
-    marks = ", ".join(["%s"] * count)
+    statuses = ", ".join(f"'{s}'" for s in froms)
     merchant_fields = [f.attname for f in Merchant._meta.concrete_fields]
     merchant_columns = ", ".join(f"m.{q(f.column)}" for f in Merchant._meta.concrete_fields)
     returning = ", ".join(f"p.{q(f.column)}" for f in Purchase._meta.concrete_fields)
     claimed = ", ".join(f"c.{q(f.column)}" for f in Purchase._meta.concrete_fields)
-    # Identifiers come from the models' _meta; every value is a parameter.
+    # Identifiers come from the models' _meta, statuses from Status; every value is a parameter.
     sql = (
-        f"WITH due AS (SELECT id FROM {table} WHERE status IN ({marks}) "  # noqa: S608
+        f"WITH due AS (SELECT id FROM {table} WHERE status IN ({statuses}) "  # noqa: S608
         f"AND next_attempt_at <= %s ORDER BY next_attempt_at LIMIT %s "
         f"FOR NO KEY UPDATE SKIP LOCKED), "
         f"c AS (UPDATE {table} p SET status = %s, lease_until = %s, "
         f"attempts = p.attempts + 1, updated_at = %s FROM due "
-        f"WHERE p.id = due.id AND p.status IN ({marks}) RETURNING {returning}) "
+        f"WHERE p.id = due.id RETURNING {returning}) "
         f"SELECT {claimed}, {merchant_columns} FROM c JOIN {merchants} m ON m.id = c.merchant_id"
     )
     return sql, merchant_fields, len(Purchase._meta.concrete_fields)
@@ -389,10 +398,10 @@ def _claim_due_plan(count: int) -> tuple[str, list[str], int]:
 def _claim_due_sql(
     db: Any, froms: tuple[str, ...], now: datetime, lease_until: datetime, limit: int
 ) -> list[Purchase]:
-    sql, merchant_fields, split = _claim_due_plan(len(froms))
+    sql, merchant_fields, split = _claim_due_plan(froms)
     stamp = db.ops.adapt_datetimefield_value
     with hot_cursor(db) as cursor:
-        cursor.execute(sql, [*froms, stamp(now), limit, SE, stamp(lease_until), stamp(now), *froms])
+        cursor.execute(sql, [stamp(now), limit, SE, stamp(lease_until), stamp(now)])
         rows = cursor.fetchall()
     merchants: dict[Any, Merchant] = {}
     purchases = []

@@ -30,6 +30,8 @@ class Status(models.TextChoices):
 
 FINAL_STATUSES = (Status.SENT, Status.REJECTED, Status.FAILED)
 OPEN_STATUSES = (Status.QUEUED, Status.SENDING, Status.PENDING, Status.UNKNOWN)
+# What the worker claims when `next_attempt_at` comes (cashback.lifecycle's table says so too).
+DUE_STATUSES = (Status.QUEUED, Status.PENDING)
 
 
 class Hold(models.TextChoices):
@@ -117,11 +119,16 @@ class Purchase(models.Model):
         indexes = [
             # The merchant's list, newest first, and its status filter.
             models.Index(fields=["merchant", "-created_at", "-id"], name="purchase_by_merchant"),
-            # The worker's due rows: only open purchases are indexed.
+            # The worker's due rows in the order it claims them, so a claim reads the few it
+            # takes however long the queue (status in the key would make it read them all).
             models.Index(
-                fields=["status", "next_attempt_at"],
-                condition=Q(status__in=["queued", "sending", "pending"]),
+                fields=["next_attempt_at"],
+                condition=Q(status__in=DUE_STATUSES),
                 name="purchase_due",
+            ),
+            # The lease sweep's `sending` purchases.
+            models.Index(
+                fields=["lease_until"], condition=Q(status=Status.SENDING), name="purchase_sending"
             ),
             models.Index(
                 fields=["status", "created_at"],

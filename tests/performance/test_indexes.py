@@ -134,3 +134,40 @@ def test_every_hot_query_uses_an_index_over_100000_purchases(big_tables: Any) ->
     ]
     scanned = {sql[:160]: scans(plan(sql)) for sql in statements}
     assert {sql: tables for sql, tables in scanned.items() if tables} == {}
+
+
+def plan_nodes(node: dict[str, Any]) -> list[dict[str, Any]]:
+    """Return `node` and every node below it in an EXPLAIN (FORMAT JSON) plan."""
+    return [node, *(n for child in node.get("Plans", ()) for n in plan_nodes(child))]
+
+
+def test_the_workers_claim_reads_only_the_rows_it_takes_from_a_long_queue(
+    big_tables: Any,
+) -> None:
+    # 1,000 pending purchases fall due by `later`. The claim is a prepared statement, so it
+    # is planned once without its values (a generic plan): it must still walk `purchase_due`
+    # in due order and stop at its limit, not read and sort the whole queue per claim.
+    later = timezone.now() + timedelta(hours=2)
+    froms = lifecycle.sources(lifecycle.SE, lifecycle.Actor.WORKER)
+    sql, _, _ = lifecycle._claim_due_plan(froms)
+    numbered = sql
+    for n in range(1, sql.count("%s") + 1):
+        numbered = numbered.replace("%s", f"${n}", 1)
+    stamp = connection.ops.adapt_datetimefield_value
+    with connection.cursor() as cursor:
+        cursor.execute(f"PREPARE due_claim AS {numbered}")
+        cursor.execute("SET LOCAL plan_cache_mode = force_generic_plan")
+        cursor.execute(
+            "EXPLAIN (ANALYZE, FORMAT JSON) EXECUTE due_claim(%s, 16, 'sending', %s, %s)",
+            [stamp(later), stamp(later + timedelta(minutes=1)), stamp(later)],
+        )
+        (result,) = cursor.fetchone()
+        cursor.execute("DEALLOCATE due_claim")
+    nodes = plan_nodes(result[0]["Plan"])
+    due = [n for n in nodes if n.get("Index Name") == "purchase_due"]
+    assert [n["Actual Rows"] for n in due] == [16]
+    assert [n["Node Type"] for n in nodes if n["Node Type"] == "Sort"] == []
+    # The purchases are reached by their key; the merchants (100) may be read whole.
+    purchases = [n for n in nodes if n.get("Relation Name") == "cashback_purchase"]
+    assert {n["Node Type"] for n in purchases} == {"Index Scan", "ModifyTable"}
+    assert Purchase.objects.filter(status="sending").count() == 16
