@@ -31,7 +31,7 @@ from standardwebhooks import Webhook
 from cashback.models import WebhookDelivery
 from gateway import metrics
 from gateway.db import locked
-from gateway.http import webhook_session
+from gateway.http import webhook_post
 from merchants.models import is_standard_webhook_secret
 from merchants.webhooks import WebhookUrlError, check_webhook_syntax
 
@@ -179,7 +179,7 @@ def _deliver(delivery: WebhookDelivery) -> None:
         _finish(delivery, WebhookDelivery.State.FAILED, None, "no webhook URL configured")
         return
     try:
-        # The syntax here; the address on the connection itself (webhook_session), so a
+        # The syntax here; the address on the connection itself (webhook_post), so a
         # name that resolves differently now than when it was set is still refused.
         check_webhook_syntax(url, allow_http=settings.WEBHOOK_ALLOW_PRIVATE)
     except WebhookUrlError as exc:
@@ -192,9 +192,7 @@ def _deliver(delivery: WebhookDelivery) -> None:
         **signature_headers(merchant.webhook_secret, delivery.pk, int(time.time()), body),
     }
     try:
-        # stream=True: the status is all we need, so the body is never read (nor bounded).
-        with webhook_session().post(url, data=body, headers=headers, stream=True) as response:
-            status = response.status_code
+        status = webhook_post(url, body, headers)
     except InvalidIPAddress as exc:
         host = urlsplit(url).hostname
         error = f"The host {host} resolves to {exc}, which is not a public address."

@@ -3,10 +3,12 @@
 Two transports, one set of rules (never follow a redirect, always a timeout, read answers
 to a bound):
 
-- `webhook_session()`: a requests-hardened session for merchant webhooks, which checks the
-  address at connect time (the name is resolved once and the connection is made to that
-  address) and refuses private, reserved and loopback ranges unless
-  `WEBHOOK_ALLOW_PRIVATE`, the pattern of saleor's `core/http_client.py`.
+- `webhook_post()`, through `webhook_session()`: a requests-hardened session for merchant
+  webhooks, which checks the address at connect time (the name is resolved once and the
+  connection is made to that address) and refuses private, reserved and loopback ranges
+  unless `WEBHOOK_ALLOW_PRIVATE`, the pattern of saleor's `core/http_client.py`. Its
+  connections are the tracked ones below, so a delivery has one total deadline too
+  (`WEBHOOK_TIMEOUT`, from connect to the status line).
 - `UpstreamPool`: a kept-alive urllib3 pool for the upstream API (cheaper per call than a
   requests session), where every call has ONE total deadline (name lookup, connect, TLS,
   send and the whole answer) and records what the transport actually did, above all
@@ -38,6 +40,7 @@ from dataclasses import dataclass, field
 from functools import cache
 from typing import Any
 
+import requests
 import requests_hardened
 import urllib3
 from django.conf import settings
@@ -413,6 +416,10 @@ def _record_failure(exchange: Exchange, exc: BaseException) -> None:
         exchange.failure = "refused" if exchange.phase in ("resolve", "connect") else "tls"
 
 
+class DeadlineExceeded(requests.Timeout):
+    """The whole delivery took longer than its deadline (however slowly the bytes came)."""
+
+
 @cache
 def _webhook_session(allow_private: bool, connect_timeout: float, timeout: float) -> Any:
     config = requests_hardened.Config(
@@ -422,7 +429,12 @@ def _webhook_session(allow_private: bool, connect_timeout: float, timeout: float
         default_timeout=(connect_timeout, timeout),
         user_agent_override="cashback-gateway-webhooks/1.0",
     )
-    return requests_hardened.Manager(config).get_session()
+    session = requests_hardened.Manager(config).get_session()
+    for adapter in session.adapters.values():
+        # The tracked connections: inside webhook_post they keep its deadline (the watchdog
+        # cuts them when it passes); elsewhere they behave as urllib3's own.
+        adapter.poolmanager.pool_classes_by_scheme = {"http": _Pool, "https": _HTTPSPool}
+    return session
 
 
 def webhook_session() -> Any:
@@ -437,3 +449,31 @@ def webhook_session() -> Any:
         min(settings.CASHBACK_CONNECT_TIMEOUT, settings.WEBHOOK_TIMEOUT),
         settings.WEBHOOK_TIMEOUT,
     )
+
+
+def webhook_post(url: str, body: bytes, headers: Mapping[str, str]) -> int:
+    """POST a webhook and return the answer's status, within `WEBHOOK_TIMEOUT` from now.
+
+    The deadline covers connecting, sending and the status line and headers (the body is
+    never read). A receiver that trickles its answer, each byte within the socket timeout,
+    is cut at the deadline: DeadlineExceeded. Other failures raise what requests raises
+    (InvalidIPAddress for a refused address).
+    """
+    timeout = settings.WEBHOOK_TIMEOUT
+    exchange = Exchange(time.monotonic() + timeout, min(settings.CASHBACK_CONNECT_TIMEOUT, timeout))
+    _current.exchange = exchange
+    _WATCHDOG.watch(exchange)
+    try:
+        # stream=True: the status is all we need, so the body is never read (nor bounded).
+        with webhook_session().post(url, data=body, headers=headers, stream=True) as response:
+            status: int = response.status_code
+    except requests.RequestException as exc:
+        if exchange.timed_out:
+            raise DeadlineExceeded(f"no answer within {timeout:g} s") from exc
+        raise
+    finally:
+        _WATCHDOG.release(exchange)
+        _current.exchange = None
+    if exchange.timed_out:  # cut just as the headers arrived: not an answer to trust
+        raise DeadlineExceeded(f"no answer within {timeout:g} s")
+    return status

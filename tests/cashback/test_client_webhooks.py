@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import pytest
@@ -9,7 +10,7 @@ from requests_hardened.ip_filter import InvalidIPAddress
 
 from cashback import webhooks
 from cashback.models import WebhookDelivery
-from gateway.http import webhook_session
+from gateway.http import DeadlineExceeded, webhook_post, webhook_session
 from merchants.models import Merchant
 from tests.cashback.upstreams import ScriptedServer, answer, read_request
 
@@ -96,3 +97,57 @@ def test_a_delivery_to_a_name_resolving_to_loopback_never_reaches_it(
         "The host localhost resolves to ::1, which is not a public address.",
     )
     assert receiver.connections == 0
+
+
+def trickle(conn: Any, server: ScriptedServer) -> None:
+    """Answer 200, one byte every 0.1 s: each read well within any socket timeout."""
+    server.requests.append(read_request(conn))
+    for byte in answer(200, b"ok"):
+        conn.sendall(bytes([byte]))
+        time.sleep(0.1)
+
+
+def test_a_receiver_trickling_its_answer_is_cut_at_the_total_deadline(settings: Any) -> None:
+    settings.WEBHOOK_ALLOW_PRIVATE = True
+    settings.WEBHOOK_TIMEOUT = 0.6
+    slow = ScriptedServer(trickle)  # its whole answer would take about 4 s
+    try:
+        started = time.monotonic()
+        with pytest.raises(DeadlineExceeded, match=r"no answer within 0.6 s"):
+            webhook_post(slow.url(), b"{}", {"Content-Type": "application/json"})
+        elapsed = time.monotonic() - started
+        assert slow.done.wait(2)  # the receiver saw its connection cut
+    finally:
+        slow.close()
+    assert 0.6 <= elapsed < 1.2
+    assert len(slow.requests) == 1
+    assert len(slow.errors) == 1  # its next byte met the cut connection
+
+
+def test_a_trickled_delivery_is_retried_as_timed_out_and_frees_its_slot(
+    shop: Any, upstream: Any, settings: Any
+) -> None:
+    settings.WEBHOOK_ALLOW_PRIVATE = True
+    settings.WEBHOOK_TIMEOUT = 0.6
+    slow = ScriptedServer(trickle)
+    try:
+        Merchant.objects.filter(pk=shop.merchant.pk).update(
+            webhook_url=slow.url(), webhook_secret="whsec_test-secret"
+        )
+        assert shop.post_purchase().status_code == 201
+        delivery = WebhookDelivery.objects.get()
+        (claimed,) = webhooks.claim_due(delivery.next_attempt_at, 10)
+        started = time.monotonic()
+        webhooks.deliver_claimed(claimed)
+        elapsed = time.monotonic() - started
+    finally:
+        slow.close()
+    delivery.refresh_from_db()
+    assert elapsed < 1.2
+    assert (delivery.state, delivery.attempts, delivery.last_status, delivery.last_error) == (
+        "pending",
+        1,
+        None,
+        "DeadlineExceeded",
+    )
+    assert delivery.lease_until is None
