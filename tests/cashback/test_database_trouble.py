@@ -88,12 +88,30 @@ def test_a_locked_purchase_table_answers_503_to_the_post_and_the_list(
 
 
 def _terminate_others(session: psycopg.Connection[Any]) -> int:
-    rows = session.execute(
-        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
-        " WHERE datname = current_database() AND pid <> pg_backend_pid()"
-    ).fetchall()
+    """Terminate every other session of this database and wait until they are gone.
+
+    pg_terminate_backend only signals: a backend still running when the next request takes
+    its connection answers that one query with a FATAL, as a database going down does in
+    the middle of anything. "Killed" here means dead before the requests start.
+    """
+    pids = [
+        pid
+        for (pid,) in session.execute(
+            "SELECT pid FROM pg_stat_activity"
+            " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        ).fetchall()
+    ]
+    session.execute("SELECT pg_terminate_backend(pid) FROM unnest(%s::int[]) pid", [pids])
     session.commit()
-    return len(rows)
+    deadline = time.monotonic() + 10
+    while session.execute(
+        "SELECT count(*) FROM pg_stat_activity WHERE pid = ANY(%s)", [pids]
+    ).fetchone() != (0,):
+        session.commit()
+        assert time.monotonic() < deadline, "the terminated sessions did not exit"
+        time.sleep(0.01)
+    session.commit()
+    return len(pids)
 
 
 def _fill_pool(n: int) -> None:
