@@ -1,22 +1,32 @@
 """`Prefer: respond-async` against the floor: intake throughput, and the worker's drain end to end.
 
 Each round runs the floor (every purchase sent within its request), then the gateway with
-`Prefer: respond-async` while `cashback_worker` processes drain what it takes, and waits until
-the worker has sent every purchase of the run. Three results per round:
+`Prefer: respond-async` twice: once with the `cashback_worker` processes paused (SIGSTOP),
+as if they ran on a host of their own, then resumed to drain that backlog alone; and once
+with them draining on the same cores while the intake runs. Results per round:
 
 - `floor`: purchases sent per second (each request stores, calls upstream, records).
 - `gateway`: the gateway's own POST without the header (sent within the request), to tell
   what the header buys from what the gateway's request path costs.
-- `async-intake`: 202 answers per second (stored and reserved, not yet sent); target ≥ 1.5×.
-- `async-drained`: purchases *sent* per second, from the first request of the run to the
+- `intake-alone`: 202 answers per second with the workers paused: what the web tier takes
+  when the sends are not on its cores.
+- `backlog-drain`: purchases sent per second by the resumed workers from that backlog, with
+  nothing else running: how fast a queue empties after, say, an upstream outage.
+- `async-intake`: 202 answers per second while the workers drain on the same cores;
+  target ≥ 1.5×.
+- `async-drained`: purchases *sent* per second, from the first request of that run to the
   worker's last `sent_at`, with p50/p99 of each purchase's `sent_at − created_at` and the CPU
   of gunicorn and the workers together per purchase; target ≥ 0.8×.
+
+Pausing a worker is safe here: it is idle (the previous run was drained), waiting on its
+LISTEN connection, whose NOTIFYs wait in the socket until it resumes.
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
+import signal
 import subprocess
 import time
 from collections.abc import Callable, Iterator
@@ -38,6 +48,7 @@ ROOT = Path(__file__).resolve().parent.parent
 PY = str(ROOT / ".venv" / "bin" / "python")
 WORKERS = int(os.environ.get("BENCH_ASYNC_WORKERS", "2"))
 TARGETS = {"async-intake": "≥ 1.50x", "async-drained": "≥ 0.80x"}
+LABELS = ["floor", "gateway", "intake-alone", "backlog-drain", "async-intake", "async-drained"]
 
 
 async def _client(n: int, port: int, key: str, tag: str, deadline: float, result: Result) -> None:
@@ -111,7 +122,10 @@ def workers(env: dict[str, str], logdir: Path, count: int) -> Iterator[list[int]
 
 
 def _drained(conn: Any, tag: str, since: float, timeout: float = 300.0) -> Result:
-    """Wait until the worker sent every purchase of `tag`; return the sent-per-second result."""
+    """Wait until the worker sent every purchase of `tag`; return the sent-per-second result.
+
+    Its time runs from `since` to the last `sent_at`; its latencies are `sent_at − created_at`.
+    """
     sql_open = (
         "SELECT count(*) FROM cashback_purchase WHERE created_at >= to_timestamp(%s) "
         "AND order_id LIKE %s AND status IN ('queued', 'sending', 'pending')"
@@ -122,21 +136,28 @@ def _drained(conn: Any, tag: str, since: float, timeout: float = 300.0) -> Resul
         "AND status = 'sent'"
     )
     like = f"{tag}-%"
+    # Stored before `since` (a backlog): look back far enough to find them all.
+    after = since - 600
     deadline = time.monotonic() + timeout
     while True:
-        row = conn.execute(sql_open, [since - 1, like]).fetchone()
+        row = conn.execute(sql_open, [after, like]).fetchone()
         if not row or not row[0]:
             break
         if time.monotonic() > deadline:
             raise SystemExit(f"the worker did not drain {row[0]} purchases in {timeout:g} s")
-        time.sleep(0.1)
-    sent = conn.execute(sql_sent, [since - 1, like]).fetchall()
+        time.sleep(0.05)
+    sent = conn.execute(sql_sent, [after, like]).fetchall()
     result = Result("async-drained", 0.0)
     if sent:
         result.ok = len(sent)
         result.seconds = max(float(s) for s, _ in sent) - since
         result.latencies = [float(lag) for _, lag in sent]
     return result
+
+
+def _signal(pids: list[int], sig: signal.Signals) -> None:
+    for pid in pids:
+        os.kill(pid, sig)
 
 
 def measure(
@@ -189,6 +210,22 @@ def measure(
         for i in range(rounds):
             base = measured("floor", floor, f"af-{stamp}-{i}")
             sync = measured("gateway", gateway, f"as-{stamp}-{i}")
+
+            vacuum(conn)
+            tag = f"ab-{stamp}-{i}"
+            gateway_cpu = cpu_seconds(server_pids(gateway.process.pid))
+            _signal(worker_pids, signal.SIGSTOP)
+            try:
+                alone = asyncio.run(_intake(gateway.port, key, clients, seconds, tag))
+            finally:
+                _signal(worker_pids, signal.SIGCONT)
+            resumed = time.time()
+            alone.cpu = cpu_seconds(server_pids(gateway.process.pid)) - gateway_cpu
+            worker_cpu = cpu_seconds(worker_pids)
+            backlog = _drained(conn, tag, resumed)
+            backlog.cpu = cpu_seconds(worker_pids) - worker_cpu
+            alone.label, backlog.label = "intake-alone", "backlog-drain"
+
             vacuum(conn)
             tag = f"aa-{stamp}-{i}"
             gateway_cpu = cpu_seconds(server_pids(gateway.process.pid))
@@ -204,11 +241,13 @@ def measure(
                 + cpu_seconds(worker_pids)
                 - worker_cpu
             )
-            row = [base, sync, intake, drained]
+            row = [base, sync, alone, backlog, intake, drained]
             for r in row:
                 print(f"  {fmt(r)}", flush=True)
             print(
                 f"  round {i + 1}: gateway/floor {sync.rps / base.rps:.2f}x, "
+                f"intake-alone/floor {alone.rps / base.rps:.2f}x, "
+                f"backlog-drain/floor {backlog.rps / base.rps:.2f}x, "
                 f"intake/floor {intake.rps / base.rps:.2f}x, "
                 f"drained/floor {drained.rps / base.rps:.2f}x",
                 flush=True,
