@@ -18,6 +18,11 @@ logger = logging.getLogger("cashback.worker")
 
 class Command(BaseCommand):
     help = "Send queued and due purchases, expire leases, fail expired retries, deliver webhooks."
+    # The system checks import every URLconf, the admin and the reports (openpyxl), none of
+    # which the worker uses: they doubled its start, which a restart after a crash or a
+    # deploy waits for. `manage.py check` (make lint, CI, deploy) runs them; gunicorn never
+    # did.
+    requires_system_checks: list[str] = []
 
     def handle(self, *args: Any, **options: Any) -> None:
         stop = threading.Event()
