@@ -6,13 +6,20 @@ import time
 from typing import Any
 
 import pytest
+import requests
 from requests_hardened.ip_filter import InvalidIPAddress
 
 from cashback import webhooks
 from cashback.models import WebhookDelivery
 from gateway.http import DeadlineExceeded, webhook_post, webhook_session
 from merchants.models import Merchant
-from tests.cashback.upstreams import ScriptedServer, answer, read_request
+from tests.cashback.upstreams import (
+    ScriptedServer,
+    answer,
+    make_certificate,
+    read_request,
+    server_context,
+)
 
 
 @pytest.fixture
@@ -122,6 +129,32 @@ def test_a_receiver_trickling_its_answer_is_cut_at_the_total_deadline(settings: 
     assert 0.6 <= elapsed < 1.2
     assert len(slow.requests) == 1
     assert len(slow.errors) == 1  # its next byte met the cut connection
+
+
+def silent(conn: Any, server: ScriptedServer) -> None:
+    """Read the request, then say nothing until the other side hangs up."""
+    server.requests.append(read_request(conn))
+    conn.recv(1)
+
+
+@pytest.mark.parametrize("script", [trickle, silent], ids=["trickling", "silent"])
+def test_a_receiver_over_tls_is_cut_at_the_total_deadline_too(
+    settings: Any, monkeypatch: Any, tmp_path: Any, script: Any
+) -> None:
+    settings.WEBHOOK_ALLOW_PRIVATE = True
+    settings.WEBHOOK_TIMEOUT = 0.6
+    cert, key = make_certificate(tmp_path)
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(cert))  # trust the throwaway certificate
+    slow = ScriptedServer(script, tls=server_context(cert, key))
+    try:
+        started = time.monotonic()
+        with pytest.raises(requests.Timeout):
+            webhook_post(slow.url(host="localhost"), b"{}", {})
+        elapsed = time.monotonic() - started
+    finally:
+        slow.close()
+    assert 0.6 <= elapsed < 1.2
+    assert len(slow.requests) == 1  # the TLS handshake and the request went through
 
 
 def test_a_trickled_delivery_is_retried_as_timed_out_and_frees_its_slot(

@@ -16,6 +16,7 @@ from django.db import connection
 from cashback.models import Purchase
 from merchants.models import Balance, EntryKind
 from merchants.services import record_entry
+from tests.sessions import raw_session
 
 pytestmark = [pytest.mark.postgres, pytest.mark.django_db(transaction=True)]
 
@@ -25,14 +26,7 @@ UNAVAILABLE = {"detail": "The gateway cannot reach its database; retry later."}
 @pytest.fixture
 def other_session() -> Iterator[psycopg.Connection[Any]]:
     """A second connection to the test database, as another process (or an admin) holds."""
-    params = connection.get_connection_params()
-    conn = psycopg.connect(
-        dbname=params["dbname"],
-        host=params.get("host"),
-        port=params.get("port"),
-        user=params.get("user"),
-        autocommit=False,
-    )
+    conn = raw_session(autocommit=False)
     yield conn
     conn.rollback()
     conn.close()

@@ -14,6 +14,7 @@ import io
 import socket
 import time
 from collections.abc import Iterator
+from datetime import timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -36,6 +37,7 @@ from gateway.postgresql.base import _maybe_dead, check_connection
 from merchants.authentication import authenticate_key
 from merchants.models import EntryKind, LedgerEntry, parse_api_key
 from merchants.services import record_entry
+from tests.sessions import raw_session
 
 # No test transaction around them: the lone recording runs only outside any transaction.
 DB = pytest.mark.django_db(transaction=True)
@@ -371,25 +373,50 @@ def test_an_integer_outside_its_column_type_is_refused_by_the_hot_cursor_not_wra
     assert sent is None, f"{2**32 + 1234} reached the server as {sent}"
 
 
+@DB
+@pytest.mark.postgres
+def test_the_workers_one_statement_claim_takes_only_due_purchases_oldest_first(
+    shop: Any,
+) -> None:
+    # Outside any transaction, as the worker runs it: the prepared statement of
+    # lifecycle._claim_due_sql, whose UPDATE trusts the rows its CTE locked.
+    now = timezone.now()
+    due: dict[str, tuple[str, timedelta]] = {
+        "Q-old": (Status.QUEUED, timedelta(seconds=-30)),
+        "P-mid": (Status.PENDING, timedelta(seconds=-20)),
+        "Q-new": (Status.QUEUED, timedelta(seconds=-10)),
+        "Q-later": (Status.QUEUED, timedelta(seconds=60)),  # not due yet
+    }
+    others = [Status.SENDING, Status.UNKNOWN, Status.SENT, Status.REJECTED, Status.FAILED]
+    for n, status in enumerate(others):
+        due[f"X-{status}"] = (status, timedelta(seconds=-40 - n))  # due, but not claimable
+    for order_id, (status, offset) in due.items():
+        purchase, new = submit_purchase(shop.merchant, order(order_id), send=False)
+        assert new
+        Purchase.objects.filter(pk=purchase.pk).update(status=status, next_attempt_at=now + offset)
+
+    first = lifecycle.claim_due(now, limit=2)
+    rest = lifecycle.claim_due(now, limit=10)
+
+    assert [p.order_id for p in first] == ["Q-old", "P-mid"]
+    assert [p.order_id for p in rest] == ["Q-new"]
+    assert {p.status for p in first + rest} == {Status.SENDING}
+    assert dict(Purchase.objects.values_list("order_id", "status")) == {
+        "Q-old": Status.SENDING,
+        "P-mid": Status.SENDING,
+        "Q-new": Status.SENDING,
+        "Q-later": Status.QUEUED,
+        **{f"X-{status}": status for status in others},
+    }
+    assert Purchase.objects.get(order_id="Q-old").attempts == 1
+
+
 # -- 3. pooled connections checked without a round trip -------------------------------------
-
-
-def raw_connection(autocommit: bool = True) -> psycopg.Connection[Any]:
-    """A connection of its own to the test database, with Django's parameters."""
-    params = connection.get_connection_params()
-    return psycopg.connect(
-        dbname=params["dbname"],
-        host=params.get("host"),
-        port=params.get("port"),
-        user=params.get("user"),
-        password=params.get("password"),
-        autocommit=autocommit,
-    )
 
 
 @pytest.fixture
 def watched() -> Iterator[psycopg.Connection[Any]]:
-    conn = raw_connection()
+    conn = raw_session()
     yield conn
     conn.close()
 
@@ -397,7 +424,7 @@ def watched() -> Iterator[psycopg.Connection[Any]]:
 @pytest.fixture
 def admin() -> Iterator[psycopg.Connection[Any]]:
     """Another session, as a database administrator (or a restart) would act from."""
-    conn = raw_connection()
+    conn = raw_session()
     yield conn
     conn.close()
 
@@ -429,7 +456,7 @@ def test_a_live_idle_connection_is_not_suspected_and_checked_without_a_round_tri
 @pytest.mark.postgres
 def test_a_connection_inside_a_transaction_is_suspected() -> None:
     for autocommit in (False, True):
-        conn = raw_connection(autocommit)
+        conn = raw_session(autocommit=autocommit)
         try:
             if autocommit:
                 conn.execute("BEGIN")
@@ -472,34 +499,39 @@ def heap_of(watchdog: _Watchdog) -> list[Exchange]:
         return [exchange for _, _, exchange in watchdog._heap]
 
 
+def stuck_call(watchdog: _Watchdog, seconds: float) -> tuple[Exchange, float]:
+    """Watch a call stuck reading its socket, due in `seconds`; return it and when it was cut."""
+    ours, theirs = socket.socketpair()
+    try:
+        stuck = Exchange(deadline=time.monotonic() + seconds, connect_timeout=1)
+        watchdog.watch(stuck)
+        watchdog.attach(stuck, ours)
+        theirs.settimeout(2.0)
+        started = time.monotonic()
+        assert theirs.recv(1) == b""  # the watchdog shut the stuck call's socket down
+        return stuck, time.monotonic() - started
+    finally:
+        ours.close()
+        theirs.close()
+
+
 def test_the_watchdog_drops_a_finished_call_without_waiting_for_its_deadline() -> None:
     watchdog = _Watchdog()
     done = Exchange(deadline=time.monotonic() + 60, connect_timeout=1)
     watchdog.watch(done)
     watchdog.release(done)  # answered long before its deadline, as nearly every call is
-    ours, theirs = socket.socketpair()
-    try:
-        stuck = Exchange(deadline=time.monotonic() + 0.2, connect_timeout=1)
-        watchdog.watch(stuck)
-        watchdog.attach(stuck, ours)
-        theirs.settimeout(2.0)
-        started = time.monotonic()
 
-        assert theirs.recv(1) == b""  # the watchdog shut the stuck call's socket down
-        took = time.monotonic() - started
+    stuck, took = stuck_call(watchdog, 0.2)
 
-        assert stuck.timed_out is True
-        assert 0.1 <= took < 1.0
-        # With the stuck call gone, the finished one is at the top of the heap: dropped at
-        # once, not kept (and slept on) until its deadline a minute away.
-        deadline = time.monotonic() + 1.0
-        while heap_of(watchdog) and time.monotonic() < deadline:
-            time.sleep(0.01)
-        assert heap_of(watchdog) == []
-        assert done.timed_out is False
-    finally:
-        ours.close()
-        theirs.close()
+    assert stuck.timed_out is True
+    assert 0.1 <= took < 1.0
+    # With the stuck call gone, the finished one is at the top of the heap: dropped at
+    # once, not kept (and slept on) until its deadline a minute away.
+    deadline = time.monotonic() + 1.0
+    while heap_of(watchdog) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert heap_of(watchdog) == []
+    assert done.timed_out is False
 
 
 def test_the_watchdog_cuts_a_call_due_after_finished_ones_at_its_own_deadline() -> None:
@@ -510,21 +542,10 @@ def test_the_watchdog_cuts_a_call_due_after_finished_ones_at_its_own_deadline() 
         watchdog.watch(exchange)
         watchdog.release(exchange)
         finished.append(exchange)
-    ours, theirs = socket.socketpair()
-    try:
-        stuck = Exchange(deadline=time.monotonic() + 0.5, connect_timeout=1)
-        watchdog.watch(stuck)
-        watchdog.attach(stuck, ours)
-        theirs.settimeout(2.0)
-        started = time.monotonic()
 
-        assert theirs.recv(1) == b""
-        took = time.monotonic() - started
+    stuck, took = stuck_call(watchdog, 0.5)
 
-        assert stuck.timed_out is True
-        assert 0.4 <= took < 0.5 + 0.25  # DEADLINE_SLACK
-        assert [e.timed_out for e in finished] == [False, False, False]
-        assert heap_of(watchdog) == []
-    finally:
-        ours.close()
-        theirs.close()
+    assert stuck.timed_out is True
+    assert 0.4 <= took < 0.5 + 0.25  # DEADLINE_SLACK
+    assert [e.timed_out for e in finished] == [False, False, False]
+    assert heap_of(watchdog) == []

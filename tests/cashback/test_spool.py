@@ -25,6 +25,7 @@ from cashback.sandbox import demo_cashback, demo_unit
 from cashback.serializers import PurchaseRequestSerializer
 from cashback.services import submit_purchase
 from tests.conftest import purchase_body
+from tests.sessions import raw_session
 
 
 @pytest.fixture
@@ -32,21 +33,11 @@ def spool_dir(settings: Any) -> Path:
     return Path(settings.CASHBACK_SPOOL_DIR)
 
 
-def _other_session() -> psycopg.Connection[Any]:
-    params = connection.get_connection_params()
-    return psycopg.connect(
-        dbname="postgres",  # a database cannot refuse connections to itself
-        host=params.get("host"),
-        port=params.get("port"),
-        user=params.get("user"),
-        autocommit=True,
-    )
-
-
 @pytest.fixture
 def admin_session() -> Iterator[psycopg.Connection[Any]]:
     """A session outside the gateway that can cut and refuse the gateway's connections."""
-    conn = _other_session()
+    # To another database: a database cannot refuse connections to itself.
+    conn = raw_session(dbname="postgres")
     name = connection.settings_dict["NAME"]
     yield conn
     conn.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true')
