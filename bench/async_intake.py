@@ -3,7 +3,9 @@
 Each round runs the floor (every purchase sent within its request), then the gateway with
 `Prefer: respond-async` twice: once with the `cashback_worker` processes paused (SIGSTOP),
 as if they ran on a host of their own, then resumed to drain that backlog alone; and once
-with them draining on the same cores while the intake runs. Results per round:
+with them draining on the same cores while the intake runs. A last floor run closes the
+bracket: each round's rows are compared with the mean of the floor runs either side of them.
+Results per round:
 
 - `floor`: purchases sent per second (each request stores, calls upstream, records).
 - `gateway`: the gateway's own POST without the header (sent within the request), to tell
@@ -171,8 +173,11 @@ def measure(
     seconds: float,
     rounds: int,
     fmt: Callable[[Result], str],
-) -> list[list[Result]]:
-    """Alternate floor, gateway and respond-async runs; return their results per round."""
+) -> tuple[list[list[Result]], Result]:
+    """Alternate floor, gateway and respond-async runs, then the floor once more.
+
+    Return the results per round, and that closing floor run.
+    """
     print(
         f"\n== Prefer: respond-async: {clients} clients, {rounds} rounds of {seconds:g} s, "
         f"{WORKERS} cashback_worker processes draining",
@@ -244,13 +249,8 @@ def measure(
             row = [base, sync, alone, backlog, intake, drained]
             for r in row:
                 print(f"  {fmt(r)}", flush=True)
-            print(
-                f"  round {i + 1}: gateway/floor {sync.rps / base.rps:.2f}x, "
-                f"intake-alone/floor {alone.rps / base.rps:.2f}x, "
-                f"backlog-drain/floor {backlog.rps / base.rps:.2f}x, "
-                f"intake/floor {intake.rps / base.rps:.2f}x, "
-                f"drained/floor {drained.rps / base.rps:.2f}x",
-                flush=True,
-            )
             runs.append(row)
-    return runs
+        # The floor once more: each round is compared with the floor runs either side of it.
+        closing = measured("floor", floor, f"af-{stamp}-closing")
+        print(f"  {fmt(closing)}", flush=True)
+    return runs, closing

@@ -6,8 +6,10 @@
 
 Each comparison starts the sandbox upstream with an added latency, the floor (bench/floor,
 a bare Django view) and the gateway under the same gunicorn.conf.py, then alternates short
-runs A B A B … so that a noisy machine moves both sides alike; the median of the per-pair
-ratios is the result. Absolute numbers depend on the machine; the ratios are the point.
+runs A B A B … A, so that a noisy machine moves both sides alike. Each B run is compared
+with the mean of the A runs either side of it, which cancels a drift of the machine's speed
+over the round; the median of those ratios is the result. Absolute numbers depend on the
+machine; the ratios are the point.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ import time
 import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -187,12 +189,28 @@ class Comparison:
     title: str
     labels: list[str]
     runs: list[list[Result]]  # runs[i][j]: round i, target j; target 0 is the baseline
+    # The baseline run after the last round, which closes its bracket (none: the last round
+    # is compared with its own baseline run alone).
+    closing: list[Result] = field(default_factory=list)
+
+    def _bracket(self, i: int) -> list[Result]:
+        """The baseline runs either side of round i's targets."""
+        after = self.runs[i + 1][:1] if i + 1 < len(self.runs) else self.closing
+        return [self.runs[i][0], *after]
+
+    def ratio(self, i: int, j: int) -> float:
+        base = statistics.mean(b.rps for b in self._bracket(i))
+        return self.runs[i][j].rps / base if base else 0.0
+
+    def p50_ratio(self, i: int, j: int) -> float:
+        base = statistics.mean(b.percentile(50) for b in self._bracket(i))
+        return self.runs[i][j].percentile(50) / base
 
     def ratios(self, j: int) -> list[float]:
-        return [r[j].rps / r[0].rps if r[0].rps else 0.0 for r in self.runs]
+        return [self.ratio(i, j) for i in range(len(self.runs))]
 
     def p50_ratios(self, j: int) -> list[float]:
-        return [r[j].percentile(50) / r[0].percentile(50) for r in self.runs]
+        return [self.p50_ratio(i, j) for i in range(len(self.runs))]
 
     def column(self, j: int) -> list[Result]:
         return [r[j] for r in self.runs]
@@ -213,31 +231,39 @@ def vacuum() -> None:
 def compare(
     title: str, targets: list[Target], key: str, clients: int, seconds: float, rounds: int
 ) -> Comparison:
-    """Warm every target up, then alternate them (A B A B …); print each run and ratio."""
+    """Warm every target up, alternate them (A B A B … A); print each run and ratio."""
     print(f"\n== {title}: {clients} clients, {rounds} rounds of {seconds:g} s each", flush=True)
     stamp = f"{int(time.time() * 1000):x}"
     for t in targets:
         load(t.server, key, clients, 2.0, f"warm-{t.label}-{stamp}", t.path)
     comparison = Comparison(title, [t.label for t in targets], [])
-    for i in range(rounds):
-        row = []
-        for t in targets:
-            vacuum()
-            r = load(t.server, key, clients, seconds, f"{t.label}-{stamp}-{i}", t.path)
-            r.label = t.label
-            row.append(r)
-            print(f"  {fmt(r)}", flush=True)
-        comparison.runs.append(row)
-        base = row[0]
+
+    def run(t: Target, name: str) -> Result:
+        vacuum()
+        r = load(t.server, key, clients, seconds, f"{t.label}-{stamp}-{name}", t.path)
+        r.label = t.label
+        print(f"  {fmt(r)}", flush=True)
+        return r
+
+    def print_round(i: int) -> None:
+        c = comparison
         print(
-            f"  round {i + 1}: "
+            f"  round {i + 1} (to the mean of the {c.labels[0]} runs either side): "
             + "; ".join(
-                f"{r.label}/{base.label} throughput {r.rps / base.rps:.2f}x, "
-                f"p50 {r.percentile(50) / base.percentile(50):.2f}x"
-                for r in row[1:]
+                f"{c.labels[j]} throughput {c.ratio(i, j):.2f}x, p50 {c.p50_ratio(i, j):.2f}x"
+                for j in range(1, len(targets))
             ),
             flush=True,
         )
+
+    for i in range(rounds):
+        row = [run(targets[0], str(i))]
+        comparison.runs.append(row)
+        if i:
+            print_round(i - 1)
+        row += [run(t, str(i)) for t in targets[1:]]
+    comparison.closing.append(run(targets[0], "closing"))
+    print_round(rounds - 1)
     return comparison
 
 
@@ -300,7 +326,7 @@ def run_async(
     """`Prefer: respond-async` intake and the worker's drain against the floor (async_intake)."""
     from bench import async_intake
 
-    runs = async_intake.measure(
+    runs, closing = async_intake.measure(
         bench,
         key,
         bench.env["DATABASE_URL"],
@@ -311,9 +337,14 @@ def run_async(
         rounds=args.rounds,
         fmt=fmt,
     )
-    rows.append(
-        (Comparison("respond-async, 0 ms", async_intake.LABELS, runs), async_intake.TARGETS)
-    )
+    c = Comparison("respond-async, 0 ms", async_intake.LABELS, runs, [closing])
+    for i in range(len(runs)):
+        print(
+            f"  round {i + 1} (to the mean of the floor runs either side): "
+            + ", ".join(f"{c.labels[j]} {c.ratio(i, j):.2f}x" for j in range(1, len(c.labels))),
+            flush=True,
+        )
+    rows.append((c, async_intake.TARGETS))
 
 
 def run_0ms(
