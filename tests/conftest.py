@@ -41,6 +41,43 @@ def pytest_collection_modifyitems(config: Any, items: list[Any]) -> None:
             item.add_marker(skip)
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _test_client_chains_like_production() -> Iterator[None]:
+    """Serve the test client's requests through the chain gunicorn would (gateway/wsgi.py).
+
+    Django's test client builds one handler from the whole MIDDLEWARE; here each of its
+    handlers builds the API's short chain too, and each request takes its path's chain, so
+    every API test runs what production runs.
+    """
+    from django.conf import settings
+    from django.test.client import ClientHandler
+
+    from gateway import wsgi
+
+    call = ClientHandler.__call__
+    hooks = (
+        "_middleware_chain",
+        "_view_middleware",
+        "_template_response_middleware",
+        "_exception_middleware",
+    )
+
+    def routed(self: ClientHandler, environ: dict[str, Any]) -> Any:
+        api = wsgi.serves_api(environ.get("PATH_INFO", ""))
+        chains = self.__dict__.setdefault("_chains_by_route", {})
+        if api not in chains:
+            with wsgi.middleware(settings.API_MIDDLEWARE if api else settings.MIDDLEWARE):
+                self.load_middleware()
+            chains[api] = tuple(getattr(self, name) for name in hooks)
+        for name, value in zip(hooks, chains[api], strict=True):
+            setattr(self, name, value)
+        return call(self, environ)
+
+    ClientHandler.__call__ = routed  # type: ignore[method-assign]
+    yield
+    ClientHandler.__call__ = call  # type: ignore[method-assign]
+
+
 @pytest.fixture(scope="session")
 def throttle_dir(tmp_path_factory: Any) -> Path:
     return Path(tmp_path_factory.mktemp("throttles"))

@@ -1,7 +1,7 @@
 """The WSGI application: the API's short middleware chain and the back office's whole one.
 
-These call `gateway.wsgi.application` itself, as gunicorn does; the test client builds its
-own handler from MIDDLEWARE and would never see the short chain.
+These call `gateway.wsgi.application` itself, as gunicorn does (the suite's test client
+takes the same chains: tests/conftest.py).
 """
 
 from __future__ import annotations
@@ -40,15 +40,16 @@ def _test_transaction_kept() -> Iterator[None]:
         request_finished.connect(close_old_connections)
 
 
-def serve(environ: dict[str, Any]) -> tuple[int, dict[str, str], list[str], bytes]:
-    """Call the application; return status, headers (lowercased), Set-Cookie lines, body."""
+def serve(environ: dict[str, Any], app: Any = None) -> tuple[int, dict[str, str], list[str], bytes]:
+    """Call the application (or `app`); return status, headers (lowercased), Set-Cookie
+    lines and body."""
     seen: dict[str, Any] = {}
 
     def start_response(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> None:
         seen["status"], seen["headers"] = status, headers
 
     with _test_transaction_kept():
-        result = wsgi.application(environ, start_response)
+        result = (app or wsgi.application)(environ, start_response)
         try:
             body = b"".join(result)
         finally:
@@ -84,6 +85,17 @@ def test_the_short_chain_is_the_whole_one_without_the_back_office() -> None:
 
 def _view_hooks(handler: Any) -> list[str]:
     return [hook.__self__.__class__.__name__ for hook in handler._view_middleware]
+
+
+def test_the_test_client_takes_the_same_chains(client: Any) -> None:
+    """The suite's client (tests/conftest.py) serves each path through its production chain."""
+    assert client.get("/healthz").status_code == 200
+    assert client.get("/api/schema/").status_code == 200
+    chains = client.handler._chains_by_route
+    assert set(chains) == {True, False}
+    api_hooks, site_hooks = chains[True][1], chains[False][1]  # their view hooks
+    assert [h.__self__.__class__.__name__ for h in api_hooks] == []
+    assert [h.__self__.__class__.__name__ for h in site_hooks] == ["CsrfViewMiddleware"]
 
 
 @pytest.mark.parametrize(
@@ -142,13 +154,18 @@ def test_a_purchase_through_the_application_answers_as_through_the_whole_chain(
     assert cookies == []
     assert not BACK_OFFICE_HEADERS & set(headers)
 
-    # The whole chain (the test client's) gives the same answer with the same headers.
-    whole = shop.client.post(
-        "/api/v1/purchases", purchase_body(order_id="W-2"), format="json", **auth
+    # The whole chain gives the same answer with the same headers.
+    request = factory.post(
+        "/api/v1/purchases",
+        json.dumps(purchase_body(order_id="W-2")),
+        content_type="application/json",
+        **auth,
     )
-    assert whole.status_code == 201
-    assert {name.lower() for name in whole.headers} == set(headers)
-    assert set(whole.json()) == set(answer)
+    status, whole_headers, whole_cookies, body = serve(request.environ, wsgi.site_handler)
+    assert status == 201
+    assert set(whole_headers) == set(headers)
+    assert whole_cookies == []
+    assert set(json.loads(body)) == set(answer)
 
 
 @pytest.mark.django_db
