@@ -43,7 +43,7 @@ from bench.load import (
     purchase_body,
     run_load,
     server_pids,
-    vacuum,
+    settle,
 )
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -201,7 +201,7 @@ def measure(
         _drained(conn, warm, time.time() - 60)
 
         def measured(label: str, server: Any, tag: str) -> Result:
-            vacuum(conn)
+            settle(conn)
             return run_load(
                 label,
                 server.port,
@@ -216,7 +216,7 @@ def measure(
             base = measured("floor", floor, f"af-{stamp}-{i}")
             sync = measured("gateway", gateway, f"as-{stamp}-{i}")
 
-            vacuum(conn)
+            settle(conn)
             tag = f"ab-{stamp}-{i}"
             gateway_cpu = cpu_seconds(server_pids(gateway.process.pid))
             _signal(worker_pids, signal.SIGSTOP)
@@ -231,7 +231,7 @@ def measure(
             backlog.cpu = cpu_seconds(worker_pids) - worker_cpu
             alone.label, backlog.label = "intake-alone", "backlog-drain"
 
-            vacuum(conn)
+            settle(conn)
             tag = f"aa-{stamp}-{i}"
             gateway_cpu = cpu_seconds(server_pids(gateway.process.pid))
             worker_cpu = cpu_seconds(worker_pids)

@@ -33,8 +33,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.load import Result, children_of, rss_kib, run_load  # noqa: E402
-from bench.load import vacuum as load_vacuum  # noqa: E402
+from bench.load import Result, children_of, rss_kib, run_load, settle  # noqa: E402
 
 PY = str(ROOT / ".venv" / "bin" / "python")
 GUNICORN = str(ROOT / ".venv" / "bin" / "gunicorn")
@@ -216,16 +215,16 @@ class Comparison:
         return [r[j] for r in self.runs]
 
 
-# Set by main(): the bench database, vacuumed before every run (see `vacuum`).
+# Set by main(): the bench database, settled before every run (see `settle_database`).
 DATABASE_URL = ""
 
 
-def vacuum() -> None:
-    """Vacuum the bench database before a run (bench.load.vacuum says why)."""
+def settle_database() -> None:
+    """Vacuum and checkpoint the bench database before a run (bench.load.settle says why)."""
     import psycopg
 
     with psycopg.connect(DATABASE_URL, autocommit=True) as conn:
-        load_vacuum(conn)
+        settle(conn)
 
 
 def compare(
@@ -239,7 +238,7 @@ def compare(
     comparison = Comparison(title, [t.label for t in targets], [])
 
     def run(t: Target, name: str) -> Result:
-        vacuum()
+        settle_database()
         r = load(t.server, key, clients, seconds, f"{t.label}-{stamp}-{name}", t.path)
         r.label = t.label
         print(f"  {fmt(r)}", flush=True)
@@ -455,8 +454,8 @@ def run_memory(bench: Bench, key: str, args: argparse.Namespace) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--seconds", type=float, default=10.0, help="length of each run")
-    parser.add_argument("--rounds", type=int, default=3, help="A B rounds per comparison")
+    parser.add_argument("--seconds", type=float, default=6.0, help="length of each run")
+    parser.add_argument("--rounds", type=int, default=5, help="A B rounds per comparison")
     parser.add_argument(
         "--no-orm-floor",
         dest="orm_floor",

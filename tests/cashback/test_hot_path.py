@@ -373,6 +373,84 @@ def test_an_integer_outside_its_column_type_is_refused_by_the_hot_cursor_not_wra
     assert sent is None, f"{2**32 + 1234} reached the server as {sent}"
 
 
+def raw_cursor(wrapped: Any) -> Any:
+    """The psycopg cursor under Django's wrapper (and the debug wrapper, when queries log)."""
+    return wrapped.cursor
+
+
+@DB
+@pytest.mark.postgres
+def test_one_hot_cursor_serves_every_hot_statement_of_a_connection_in_turn(
+    shop: Any, upstream: Any
+) -> None:
+    with hot_cursor(connection) as first:
+        cursor = raw_cursor(first)
+        first.execute("SELECT %s::integer", [1])
+        assert first.fetchone() == (1,)
+    with hot_cursor(connection) as again:
+        # The same cursor, free again and answering its own statement, not the last one's.
+        assert raw_cursor(again) is cursor
+        again.execute("SELECT %s::text", ["two"])
+        assert again.fetchone() == ("two",)
+
+    # A whole purchase (key lookup, store, claim, recording) takes it, and leaves it free.
+    assert authenticate_key(shop.key) is not None
+    purchase, new = submit_purchase(shop.merchant, order("C-1"))
+    assert (new, purchase.status) == (True, Status.SENT)
+    assert connection._hot_cursor is cursor
+    assert cursor.in_use is False
+
+
+@DB
+@pytest.mark.postgres
+def test_a_hot_cursor_still_in_use_is_not_handed_out_twice() -> None:
+    with hot_cursor(connection) as outer:
+        outer.execute("SELECT generate_series(1, %s::integer)", [3])
+        assert outer.fetchone() == (1,)
+        with hot_cursor(connection) as inner:
+            assert raw_cursor(inner) is not raw_cursor(outer)
+            inner.execute("SELECT %s::integer", [42])
+            assert inner.fetchone() == (42,)
+        # The outer statement's rows are its own still.
+        assert outer.fetchall() == [(2,), (3,)]
+    # The kept cursor is the one that was free first; the nested one was only lent.
+    assert connection._hot_cursor is raw_cursor(outer)
+    with hot_cursor(connection) as after:
+        assert raw_cursor(after) is raw_cursor(outer)
+
+
+@DB
+@pytest.mark.postgres
+def test_a_connection_the_pool_hands_back_gets_a_hot_cursor_of_its_own() -> None:
+    with hot_cursor(connection) as before:
+        cursor = raw_cursor(before)
+        before.execute("SELECT pg_backend_pid()")
+    given_back = connection.connection
+    # Handed back to the pool (or closed), as at the end of every request; and taken by
+    # another thread meanwhile, so that this one is given another connection.
+    connection.close()
+    pool = connection.pool
+    taken = []
+    for _ in range(pool.get_stats()["pool_available"] if pool else 0):
+        conn = pool.getconn()  # idle connections come out oldest first, and go back last
+        if conn is given_back:
+            taken.append(conn)
+        else:
+            pool.putconn(conn)
+    try:
+        with hot_cursor(connection) as after:
+            assert connection.connection is not given_back
+            # Bound to the connection this thread now holds, never to the one it gave back.
+            assert raw_cursor(after).connection is connection.connection
+            assert raw_cursor(after) is not cursor
+            after.execute("SELECT %s::integer", [7])
+            assert after.fetchone() == (7,)
+    finally:
+        connection.close()
+        for conn in taken:
+            pool.putconn(conn)
+
+
 @DB
 @pytest.mark.postgres
 def test_the_workers_one_statement_claim_takes_only_due_purchases_oldest_first(
