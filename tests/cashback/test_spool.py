@@ -15,7 +15,7 @@ from typing import Any
 import psycopg
 import pytest
 from django.core.management import call_command
-from django.db import connection
+from django.db import OperationalError, connection
 from django.utils import timezone
 
 from cashback import lifecycle, spool, worker
@@ -63,6 +63,40 @@ def _cut(session: psycopg.Connection[Any], *, refuse: bool) -> None:
     session.execute(
         "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s", [name]
     )
+
+
+def _cut_during_the_call(session: psycopg.Connection[Any], *, refuse: bool) -> None:
+    """Cut once the purchase is claimed, so its call is in flight (upstream holds it 0.6 s).
+
+    Not after a fixed pause alone: a request that is the first of its process can take
+    longer than that to store and claim, and would then be cut before it stored anything.
+    """
+    time.sleep(0.3)
+    with raw_session() as watcher:
+        deadline = time.monotonic() + 15
+        while not watcher.execute(
+            "SELECT 1 FROM cashback_purchase WHERE order_id = 'held' AND status = 'sending'"
+        ).fetchone():
+            assert time.monotonic() < deadline, "the purchase was never claimed"
+            time.sleep(0.01)
+    _cut(session, refuse=refuse)
+
+
+def _connections_allowed_again(session: psycopg.Connection[Any]) -> None:
+    """Let connections in again, and wait until the pool has one to hand out.
+
+    The pool reconnects on its own, after a back-off that grew while it was refused (a
+    second or a few): as a worker's next pass would, wait for it rather than for a fixed time.
+    """
+    session.execute(f'ALTER DATABASE "{connection.settings_dict["NAME"]}" ALLOW_CONNECTIONS true')
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            connection.ensure_connection()
+            return
+        except OperationalError:
+            assert time.monotonic() < deadline, "the pool never reconnected"
+            time.sleep(0.1)
 
 
 def _in_thread(fn: Any) -> tuple[threading.Thread, list[Any]]:
@@ -116,8 +150,7 @@ def test_a_connection_reset_during_the_call_still_records_the_ok_answer(
 
     connection.close()  # the test thread's connection goes back to the pool, to be cut too
     thread, out = _in_thread(send)
-    time.sleep(0.3)
-    _cut(admin_session, refuse=False)
+    _cut_during_the_call(admin_session, refuse=False)
     thread.join(30)
 
     if path == "request":
@@ -144,8 +177,7 @@ def test_an_answer_arriving_while_the_database_refuses_is_spooled_then_recorded(
 
     connection.close()  # the test thread's connection goes back to the pool, to be cut too
     thread, out = _in_thread(send)
-    time.sleep(0.3)
-    _cut(admin_session, refuse=True)
+    _cut_during_the_call(admin_session, refuse=True)
     thread.join(30)
 
     if path == "request":
@@ -161,9 +193,7 @@ def test_an_answer_arriving_while_the_database_refuses_is_spooled_then_recorded(
     # While the database refuses, a pass keeps the file; once it is back, a pass records it.
     assert spool.replay() == 0
     assert spool.pending() == [kept]
-    admin_session.execute(
-        f'ALTER DATABASE "{connection.settings_dict["NAME"]}" ALLOW_CONNECTIONS true'
-    )
+    _connections_allowed_again(admin_session)
     assert Purchase.objects.get(order_id="held").status == Status.SENDING
     worker.run_once()
 
