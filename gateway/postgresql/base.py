@@ -82,12 +82,6 @@ class HotCursor(base.ServerBindingCursor):  # type: ignore[misc,name-defined]
     """
 
     prepare: bool | None = None
-    # Between `hot_cursor()` and the end of its `with` block: not to be handed out again.
-    in_use = False
-
-    def close(self) -> None:
-        """Keep the cursor for the connection's next hot statement (see `hot_cursor`)."""
-        self.in_use = False
 
     def execute(self, query: Any, params: Any = None, **kwargs: Any) -> Any:
         kwargs.setdefault("prepare", self.prepare)
@@ -123,7 +117,6 @@ class DatabaseOperations(operations.DatabaseOperations):
 class DatabaseWrapper(base.DatabaseWrapper):
     SchemaEditorClass = DatabaseSchemaEditor
     ops_class = DatabaseOperations
-    _hot_cursor: HotCursor | None = None
 
     def hot_cursor(self) -> CursorWrapper:
         """Return a cursor for the hot statements (`HotCursor`), wrapped like any other.
@@ -131,28 +124,17 @@ class DatabaseWrapper(base.DatabaseWrapper):
         The same as `cursor()`, so Django's error wrapping, query logging and counting
         apply, but server-side binding: the statement must say what every parameter is,
         which a parameter in a plain `SELECT` list does not (cast it).
-
-        One cursor per connection serves every hot statement in turn: closing it at the end
-        of its `with` block only frees it for the next. A new cursor would look up every
-        parameter's dumper and every column's loader again (about 30 µs a statement, four
-        statements a purchase). A connection the pool handed back is not the one it holds,
-        and a cursor still in use is never handed out twice: both get a new one.
         """
         self.close_if_health_check_failed()
         self.ensure_connection()
-        cursor = self._hot_cursor
-        if cursor is None or cursor.in_use or cursor.connection is not self.connection:
-            with self.wrap_database_errors:
-                cursor = HotCursor(self.connection)
+        with self.wrap_database_errors:
+            cursor = HotCursor(self.connection)
             cursor.prepare = True if self.settings_dict.get("PREPARE_HOT", False) else None
             # As Django's create_cursor: the session's time zone for timestamptz results.
             tzloader = self.connection.adapters.get_loader(_PG.TIMESTAMPTZ_OID, _PG.Format.TEXT)
             if self.timezone != tzloader.timezone:
                 _PG.register_tzloader(self.timezone, cursor)
-            if not (self._hot_cursor and self._hot_cursor.in_use):
-                self._hot_cursor = cursor
-        cursor.in_use = True
-        return cast(Any, self)._prepare_cursor(cursor)  # type: ignore[no-any-return]
+            return cast(Any, self)._prepare_cursor(cursor)  # type: ignore[no-any-return]
 
     def get_connection_params(self) -> dict[str, Any]:
         params: dict[str, Any] = super().get_connection_params()
